@@ -1,0 +1,147 @@
+"""Command line: python -m benchmark {run,report,wandb-report} ... (--help on each)."""
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from . import launch
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="launch the scripts: algos x env ids x seeds x frameworks",
+                         description="Launch each run as its own process. Arguments after `--` pass through "
+                                     "to every script, e.g. `-- --num-envs 8`.")
+    run.add_argument("--algos", nargs="+", default=["ppo"], help="script stems, e.g. ppo dqn sac (default: ppo)")
+    run.add_argument("--env-ids", nargs="+", default=["CartPole-v1"], help="gymnasium ids (default: CartPole-v1)")
+    run.add_argument("--seeds", type=positive, default=3, help="run seeds 1..N (default: 3)")
+    run.add_argument("--frameworks", nargs="+", choices=list(launch.SCRIPT_DIRS), default=list(launch.SCRIPT_DIRS),
+                     help="default: mlx torch")
+    run.add_argument("--total-timesteps", type=positive, required=True, help="budget of every run")
+    run.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the runs go (default: runs)")
+    run.add_argument("--workers", type=positive, default=1, help="runs in parallel, for return curves (default: 1)")
+    run.add_argument("--timing-mode", action="store_true",
+                     help="for speed: one run at a time, frameworks interleaved, thread counts fixed (--threads)")
+    run.add_argument("--threads", type=positive, default=None,
+                     help="OMP/OPENBLAS/MKL_NUM_THREADS for every run (default: the CPU count / workers with "
+                          "--timing-mode or --workers > 1, else the scripts' own)")
+    run.add_argument("--mlx-blas", choices=list(launch.BLAS_WORD), default=None,
+                     help="BLAS of the MLX runs on Linux: openblas (cmeel-openblas, the scripts' default) or "
+                          "reference (the mlx[cpu] wheel's own); recorded in summary.json")
+    run.add_argument("--force", action="store_true", help="rerun runs that are already complete")
+    run.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    run.add_argument("--track", action="store_true", help="log every run to Weights & Biases")
+    run.add_argument("--wandb-project-name", default=None, help="W&B project (scripts' default: cleanrl-mlx)")
+    run.add_argument("--wandb-entity", default=None, help="W&B entity (team)")
+
+    rep = sub.add_parser("report", help="README.md and figures from a runs folder")
+    rep.add_argument("runs_dir", type=Path, help="the folder holding the run folders, e.g. runs/")
+    rep.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report)")
+    rep.add_argument("--smooth", type=positive, default=10, help="rolling mean over this many episodes (default: 10)")
+
+    wb = sub.add_parser("wandb-report", help="a W&B report of the same panels (needs a login and network)")
+    wb.add_argument("--entity", required=True)
+    wb.add_argument("--project", required=True)
+    wb.add_argument("--title", default="MLX vs PyTorch: cleanrl-mlx benchmark")
+    return p
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def split_passthrough(argv):
+    """(harness arguments, script arguments after the first `--`)."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def wandb_args(args) -> list:
+    if not args.track:
+        return []
+    extra = ["--track"]
+    if args.wandb_project_name:
+        extra += ["--wandb-project-name", args.wandb_project_name]
+    if args.wandb_entity:
+        extra += ["--wandb-entity", args.wandb_entity]
+    return extra
+
+
+def cmd_run(args, passthrough) -> int:
+    workers, threads = (1 if args.timing_mode else args.workers), args.threads
+    if threads is None and (args.timing_mode or workers > 1):
+        # timing: fixed and the same for both frameworks; parallel: no oversubscription (torch's
+        # threads spin, and 2 runs x all cores slowed torch ~7x on a 2-core machine)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    if args.timing_mode:
+        print("timing mode: one run at a time, frameworks interleaved")
+    if threads is not None:
+        print(f"{', '.join(launch.THREAD_VARS)} = {threads} for every run")
+    settings = launch.Settings(args.runs_dir, wandb_args(args) + passthrough, threads, args.mlx_blas)
+    jobs = launch.plan(args.algos, args.env_ids, args.seeds, args.frameworks, args.total_timesteps)
+    jobs, missing = launch.split_missing(jobs)
+    for message in missing:
+        print(f"note: {message}")
+    if not jobs:
+        print("error: none of the requested scripts exists; nothing to run", file=sys.stderr)
+        return 2
+    jobs, skipped = (jobs, []) if args.force else launch.split_done(jobs, settings)
+    print(f"{len(jobs)} run(s) to do, {len(skipped)} already complete (skipped), {workers} at a time")
+    if args.dry_run:
+        for job in jobs:
+            print(f"{settings.env_note(job)} {shlex.join(settings.command(job))}")
+        return 0
+    try:
+        results = launch.execute(jobs, settings, workers)
+    except KeyboardInterrupt:
+        return 130
+    return launch.final_report(results, skipped, missing, launch.blas_warnings(results, settings))
+
+
+def cmd_report(args) -> int:
+    from .report import build
+
+    try:
+        readme, problems, n_runs = build(args.runs_dir, args.out, args.smooth)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"wrote {readme} from {n_runs} complete run(s), {len(problems)} problem(s)")
+    return 0 if n_runs else 1
+
+
+def cmd_wandb_report(args) -> int:
+    from .wandb_report import WandbUnavailable, publish
+
+    try:
+        url = publish(args.entity, args.project, args.title)
+    except WandbUnavailable as e:
+        print(f"wandb-report: {e}", file=sys.stderr)
+        return 1
+    print(f"W&B report: {url}")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv, passthrough = split_passthrough(list(sys.argv[1:] if argv is None else argv))
+    args = parser().parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args, passthrough)
+    if passthrough:
+        parser().error(f"`--` arguments are for `run` only, got {' '.join(passthrough)}")
+    return cmd_report(args) if args.command == "report" else cmd_wandb_report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
