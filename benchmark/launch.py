@@ -67,8 +67,9 @@ class Settings:
         if job.framework == "mlx" and self.mlx_blas == "reference":
             env["CLEANRL_MLX_BLAS"] = "reference"
             # an LD_PRELOADed BLAS would win over the reference one: keep it out of this run
-            kept = [lib for lib in env.get("LD_PRELOAD", "").split(":") if lib and "blas" not in lib.lower()]
-            env["LD_PRELOAD"] = ":".join(kept)
+            kept = [lib for lib in env.pop("LD_PRELOAD", "").split(":") if lib and "blas" not in lib.lower()]
+            if kept:
+                env["LD_PRELOAD"] = ":".join(kept)
         elif job.framework == "mlx" and self.mlx_blas == "openblas":
             env.pop("CLEANRL_MLX_BLAS", None)
         return env
