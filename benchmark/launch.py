@@ -14,12 +14,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from . import runs as runs_mod
+from .runs import THREAD_VARS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT_DIRS = {"mlx": "cleanrl_mlx", "torch": "torch_reference"}
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 LOG_DIR = "_logs"  # inside runs_dir; "_" marks it as not a run folder
 BLAS_WORD = {"openblas": "openblas", "reference": "reference"}  # what summary.json's platform.blas contains
 
@@ -51,8 +52,8 @@ class Settings:
 
     runs_dir: Path
     extra_args: list = field(default_factory=list)
-    threads: int = None
-    mlx_blas: str = None
+    threads: Optional[int] = None
+    mlx_blas: Optional[str] = None  # "openblas" or "reference"; None: the scripts' default
     root: Path = REPO_ROOT
 
     def command(self, job: Job) -> list:
@@ -140,6 +141,7 @@ class Progress:
     def __init__(self, total: int, workers: int, out):
         self.total, self.workers, self.out = total, workers, out
         self.results, self.started = [], {}
+        self.last_event = time.time()
 
     def time_left(self, now: float):
         finished = [r.seconds for r in self.results if r.ok] or [r.seconds for r in self.results]
@@ -157,7 +159,8 @@ class Progress:
                 f"~{format_seconds(self.time_left(now))} left]")
 
     def event(self, message: str):
-        self.out(f"{self.line(time.time())} {message}")
+        self.last_event = time.time()
+        self.out(f"{self.line(self.last_event)} {message}")
 
 
 def start(job: Job, settings: Settings):
@@ -183,8 +186,9 @@ def stop(procs, grace: float = 10.0):
             time.sleep(0.1)
 
 
-def execute(jobs, settings: Settings, workers: int = 1, out=print, poll: float = 0.2) -> list:
-    """Run the jobs, at most `workers` at a time, in order; a failure does not stop the others."""
+def execute(jobs, settings: Settings, workers: int = 1, out=print, poll: float = 0.2, heartbeat: float = 60.0) -> list:
+    """Run the jobs, at most `workers` at a time, in order; a failure does not stop the others.
+    Prints a progress line when a run starts or ends, and every `heartbeat` seconds."""
     progress = Progress(len(jobs), workers, out)
     pending, running = deque(jobs), {}
     try:
@@ -195,6 +199,8 @@ def execute(jobs, settings: Settings, workers: int = 1, out=print, poll: float =
                 progress.started[job] = time.time()
                 progress.event(f"started {job.name}")
             time.sleep(poll)
+            if time.time() - progress.last_event > heartbeat:
+                progress.event("running " + ", ".join(job.name for job in running.values()))
             for proc in [p for p in running if p.poll() is not None]:
                 job = running.pop(proc)
                 result = Result(job, proc.returncode, time.time() - progress.started.pop(job), settings.log_path(job))

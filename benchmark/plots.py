@@ -11,16 +11,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
-from .runs import FRAMEWORK_NAMES  # noqa: E402
+from .runs import label  # noqa: E402
 
 COLORS = {"mlx": "tab:orange", "torch": "tab:blue"}
 PHASE_COLORS = plt.get_cmap("tab10").colors
 OTHER_COLOR = "lightgrey"  # the time outside the phases, stacked last
-
-
-def label(framework: str) -> str:
-    return FRAMEWORK_NAMES.get(framework, framework)
 
 
 def panels(groups, title: str, width: float = 5.5, height: float = 4.0):
@@ -46,10 +43,13 @@ def save(fig, path):
     plt.close(fig)
 
 
-def return_curves(data, path, xlabel: str, title: str):
-    """data: {group: {framework: stats.Band}}. Mean line and shaded 95% bootstrap band per framework."""
+def return_curves(data, path, xlabel: str, title: str, compact_x: bool = False):
+    """data: {group: {framework: stats.Band}}. Mean line and shaded 95% bootstrap band per framework.
+    compact_x: tick labels such as 500k and 1M (for steps)."""
     fig, axes = panels(list(data), title)
     for group, ax in axes.items():
+        if compact_x:
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         for framework, band in data[group].items():
             if band is None:
                 continue
@@ -97,7 +97,9 @@ def sps_strip(data, path, title: str):
     for group, ax in axes.items():
         frameworks = list(data[group])
         for i, framework in enumerate(frameworks):
-            values = np.asarray(data[group][framework], dtype=float)
+            values = np.asarray([v for v in data[group][framework] if v is not None], dtype=float)
+            if not len(values):
+                continue
             color = COLORS.get(framework)
             ax.scatter(i + rng.uniform(-0.08, 0.08, len(values)), values, color=color, alpha=0.8)
             median = np.median(values)
@@ -106,6 +108,6 @@ def sps_strip(data, path, title: str):
         ax.set_xticks(range(len(frameworks)), [label(f) for f in frameworks])
         ax.set_xlim(-0.5, len(frameworks) - 0.1)
         ax.set_ylabel("env steps per second (SPS)")
-        top = max((max(v) for v in data[group].values() if len(v)), default=1.0)
+        top = max((v for vs in data[group].values() for v in vs if v is not None), default=1.0)
         ax.set_ylim(0, top * 1.15)
     save(fig, path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots, stats
-from .runs import FRAMEWORK_NAMES, collect, load_scalars
+from .runs import FRAMEWORK_NAMES, THREAD_VARS, collect, label, load_scalars
 
 RETURN_TAG = "charts/episodic_return"
 # stacking order of the phases (on-policy, off-policy, offline); unknown ones follow, then "other"
@@ -58,45 +58,58 @@ def phase_ms(run, parts=False):
     return ms
 
 
-def mean_dicts(dicts):
-    """Key-wise mean, keys in first-seen order; a key missing from a dict counts as 0."""
+def mean_phases(runs, parts=False):
+    """Phase-wise mean over runs of phase_ms, phases in first-seen order; a missing phase counts as 0."""
+    dicts = [phase_ms(r, parts) for r in runs]
     keys = list(dict.fromkeys(k for d in dicts for k in d))
     return {k: float(np.mean([d.get(k, 0.0) for d in dicts])) for k in keys}
 
 
+def per_framework(by_fw, fn):
+    return {framework: fn(runs) for framework, runs in by_fw.items()}
+
+
+def per_group(groups, fn):
+    """{group: {framework: fn(runs of that framework)}}."""
+    return {group: per_framework(by_fw, fn) for group, by_fw in groups.items()}
+
+
+def values(runs, key):
+    return [r.summary.get(key) for r in runs]
+
+
 def load_curves(groups, smooth: int):
-    """{group: {framework: [(steps, smoothed returns, wall seconds)]}} and problems."""
-    curves, problems = {}, []
-    for group, by_fw in groups.items():
-        curves[group] = {}
-        for framework, runs in by_fw.items():
-            curves[group][framework] = []
-            for run in runs:
-                try:
-                    scalars = load_scalars(run, RETURN_TAG)
-                except Exception as e:  # a damaged event file: leave this curve out, keep the rest
-                    problems.append(f"{run.path.name}: cannot read its event files ({type(e).__name__}: {e})")
-                    continue
-                if scalars is None:
-                    problems.append(f"{run.path.name}: no {RETURN_TAG} in its event files; no curve")
-                    continue
-                steps, values, wall = scalars
-                curves[group][framework].append((steps, stats.rolling_mean(values, smooth), wall))
+    """{group: {framework: [(steps, smoothed returns, wall seconds) per run]}} and problems."""
+    problems = []
+
+    def curve(run):
+        try:
+            scalars = load_scalars(run, RETURN_TAG)
+        except Exception as e:  # a damaged event file: leave this curve out, keep the rest
+            problems.append(f"{run.path.name}: cannot read its event files ({type(e).__name__}: {e})")
+            return None
+        if scalars is None:
+            problems.append(f"{run.path.name}: no {RETURN_TAG} in its event files; no curve")
+            return None
+        steps, returns, wall = scalars
+        return steps, stats.rolling_mean(returns, smooth), wall
+
+    curves = per_group(groups, lambda runs: [c for c in map(curve, runs) if c is not None])
     return curves, problems
 
 
 def bands(curves, axis: int):
     """axis 0: against steps, 2: against wall seconds."""
-    return {g: {f: stats.band([(c[axis], c[1]) for c in cs]) for f, cs in by_fw.items()} for g, by_fw in curves.items()}
+    return per_group(curves, lambda cs: stats.band([(c[axis], c[1]) for c in cs]))
 
 
 # --- markdown ----------------------------------------------------------------------------------
 
 
-def fmt(value, digits=1, thousands=True):
+def fmt(value, digits=1):
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "—"
-    return f"{value:,.{digits}f}" if thousands else f"{value:.{digits}f}"
+    return f"{value:,.{digits}f}"
 
 
 def table(header, rows):
@@ -110,50 +123,55 @@ def distinct(runs, value):
 
 def threads_text(run):
     threads = run.threads
-    text = " ".join(f"{k.split('_')[0]}={threads.get(k) or 'unset'}" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"))
+    text = " ".join(f"{k.split('_')[0]}={threads.get(k) or 'unset'}" for k in THREAD_VARS)
     return text + (f" torch={threads['torch']}" if "torch" in threads else "")
+
+
+def comparison(returns, sps):
+    """The MLX vs PyTorch column of a group's table, row by row."""
+    mean_diff = ratio = ""
+    if returns["mlx"] and returns["torch"]:
+        mean_diff = f"difference of means {returns['mlx'].mean - returns['torch'].mean:+,.1f}"
+    if sps["mlx"] and sps["torch"]:
+        r = sps["mlx"].median / sps["torch"].median
+        ratio = f"MLX/PyTorch ratio of medians **{r:.2f}×** ({'MLX faster' if r > 1 else 'PyTorch faster'})"
+    return ["", mean_diff, "", ratio]
 
 
 def group_section(group, by_fw):
     algo, env_id = group
-    names = [FRAMEWORK_NAMES.get(f, f) for f in by_fw]
-    returns = {f: stats.summarize([r.summary.get("final_return") for r in rs]) for f, rs in by_fw.items()}
-    sps = {f: stats.summarize([r.summary.get("sps") for r in rs]) for f, rs in by_fw.items()}
-    pair = "mlx" in by_fw and "torch" in by_fw
-    budgets = distinct([r for rs in by_fw.values() for r in rs], lambda r: f"{r.total_timesteps:,}")
-    window = distinct([r for rs in by_fw.values() for r in rs], lambda r: r.summary.get("final_return_window"))
+    runs = [r for rs in by_fw.values() for r in rs]
+    returns = per_framework(by_fw, lambda rs: stats.summarize(values(rs, "final_return")))
+    sps = per_framework(by_fw, lambda rs: stats.summarize(values(rs, "sps")))
+    window = distinct(runs, lambda r: r.summary.get("final_return_window"))
 
     def cells(per_fw, show):
-        return [show(per_fw[f]) if per_fw[f] else "—" for f in by_fw]
+        return [show(s) if s else "—" for s in per_fw.values()]
 
-    comparison = {"mean": "", "sps": ""}
-    if pair and returns["mlx"] and returns["torch"]:
-        comparison["mean"] = f"difference of means {returns['mlx'].mean - returns['torch'].mean:+,.1f}"
-    if pair and sps["mlx"] and sps["torch"]:
-        ratio = sps["mlx"].median / sps["torch"].median
-        comparison["sps"] = f"MLX/PyTorch ratio of medians **{ratio:.2f}×** ({'MLX faster' if ratio > 1 else 'PyTorch faster'})"
     rows = [
         ["seeds", *[len(rs) for rs in by_fw.values()]],
-        [f"final return, mean ± std (last {window} episodes)", *cells(returns, lambda s: f"{fmt(s.mean)} ± {fmt(s.std)}")],
-        ["final return, IQM [95% bootstrap CI]", *cells(returns, lambda s: f"{fmt(s.iqm)} [{fmt(s.iqm_low)}, {fmt(s.iqm_high)}]")],
+        [f"final return, mean ± std (last {window} episodes)",
+         *cells(returns, lambda s: f"{fmt(s.mean)} ± {fmt(s.std)}")],
+        ["final return, IQM [95% bootstrap CI]",
+         *cells(returns, lambda s: f"{fmt(s.iqm)} [{fmt(s.iqm_low)}, {fmt(s.iqm_high)}]")],
         ["SPS, median [min – max]", *cells(sps, lambda s: f"{fmt(s.median, 0)} [{fmt(s.min, 0)} – {fmt(s.max, 0)}]")],
     ]
-    header = ["", *names]
+    header = ["", *[label(f) for f in by_fw]]
+    pair = "mlx" in by_fw and "torch" in by_fw
     if pair:
         header.append("MLX vs PyTorch")
-        for row, extra in zip(rows, ["", comparison["mean"], "", comparison["sps"]]):
+        for row, extra in zip(rows, comparison(returns, sps)):
             row.append(extra)
+    budgets = distinct(runs, lambda r: f"{r.total_timesteps:,}")
     lines = [f"### {algo} on {env_id} ({budgets} steps per run)", "", *table(header, rows), ""]
     if pair:
-        verdict = stats.compare(*[[r.summary.get("final_return") for r in by_fw[f]] for f in ("mlx", "torch")])
+        verdict = stats.compare(values(by_fw["mlx"], "final_return"), values(by_fw["torch"], "final_return"))
         lines += [f"Do they learn the same? (Welch's t-test and Mann-Whitney U, two-sided, on the per-seed final "
                   f"returns): {verdict.text}", ""]
-    lines += notes(by_fw) + phase_table(by_fw)
-    return lines
+    return lines + notes(runs) + phase_table(by_fw)
 
 
-def notes(by_fw):
-    runs = [r for rs in by_fw.values() for r in rs]
+def notes(runs):
     lines = []
     profiled = [r for r in runs if r.summary.get("profile_update")]
     if profiled:
@@ -168,8 +186,8 @@ def notes(by_fw):
 
 
 def phase_table(by_fw):
-    top = {f: mean_dicts([phase_ms(r) for r in rs]) for f, rs in by_fw.items()}
-    parts = {f: mean_dicts([phase_ms(r, parts=True) for r in rs]) for f, rs in by_fw.items()}
+    top = per_framework(by_fw, mean_phases)
+    parts = per_framework(by_fw, lambda rs: mean_phases(rs, parts=True))
     phases = list(dict.fromkeys(p for d in top.values() for p in d))
     subphases = list(dict.fromkeys(p for d in parts.values() for p in d))
     if not phases:
@@ -177,34 +195,38 @@ def phase_table(by_fw):
     rows = [[p, *[fmt(top[f].get(p), 2) for f in by_fw]] for p in phases]
     rows.append(["**total**", *[fmt(sum(top[f].values()), 1) for f in by_fw]])
     rows += [[f"{p} (part of update)", *[fmt(parts[f].get(p), 2) for f in by_fw]] for p in subphases]
-    header = ["phase: ms per 1000 env steps, mean over seeds", *[FRAMEWORK_NAMES.get(f, f) for f in by_fw]]
+    header = ["phase: ms per 1000 env steps, mean over seeds", *[label(f) for f in by_fw]]
     return [*table(header, rows), ""]
 
 
+def cpu_text(run):
+    return f"{run.platform.get('cpu')} ({run.platform.get('cpu_count')} cores)"
+
+
+def summary_key(key, digits=None):
+    return lambda run: fmt(run.summary.get(key), digits) if digits is not None else run.summary.get(key)
+
+
+# (header, value of a run): the settings each number came from, and one row per run
+PROVENANCE = [("version", summary_key("framework_version")), ("device", summary_key("device")),
+              ("BLAS", lambda r: r.blas), ("threads", threads_text), ("CPU", cpu_text),
+              ("OS", lambda r: r.platform.get("os")), ("Python", lambda r: r.platform.get("python"))]
+RUN_COLUMNS = [("run folder", lambda r: f"`{r.path.name}`"), ("framework", lambda r: label(r.framework)),
+               ("seed", lambda r: r.seed), ("steps", summary_key("global_step", 0)),
+               ("final return", summary_key("final_return", 1)), ("SPS", summary_key("sps", 0)),
+               ("wall s", summary_key("wall_seconds", 1)), ("peak RSS MB", summary_key("peak_rss_mb", 0)),
+               ("BLAS", lambda r: r.blas), ("threads", threads_text)]
+
+
 def provenance(groups):
-    rows = []
-    for (algo, env_id), by_fw in groups.items():
-        for framework, runs in by_fw.items():
-            rows.append([algo, env_id, FRAMEWORK_NAMES.get(framework, framework),
-                         distinct(runs, lambda r: r.summary.get("framework_version")),
-                         distinct(runs, lambda r: r.summary.get("device")), distinct(runs, lambda r: r.blas),
-                         distinct(runs, threads_text),
-                         distinct(runs, lambda r: f"{r.platform.get('cpu')} ({r.platform.get('cpu_count')} cores)"),
-                         distinct(runs, lambda r: r.platform.get("os")), distinct(runs, lambda r: r.platform.get("python"))])
-    header = ["algo", "env", "framework", "version", "device", "BLAS", "threads", "CPU", "OS", "Python"]
-    return table(header, rows)
+    rows = [[algo, env_id, label(framework), *[distinct(runs, value) for _, value in PROVENANCE]]
+            for (algo, env_id), by_fw in groups.items() for framework, runs in by_fw.items()]
+    return table(["algo", "env", "framework", *[header for header, _ in PROVENANCE]], rows)
 
 
 def run_rows(groups):
-    rows = []
-    for by_fw in groups.values():
-        for runs in by_fw.values():
-            rows += [[f"`{r.path.name}`", FRAMEWORK_NAMES.get(r.framework, r.framework), r.seed,
-                      f"{r.summary.get('global_step', 0):,}", fmt(r.summary.get("final_return")),
-                      fmt(r.summary.get("sps"), 0), fmt(r.summary.get("wall_seconds")), fmt(r.summary.get("peak_rss_mb"), 0),
-                      r.blas, threads_text(r)] for r in runs]
-    header = ["run folder", "framework", "seed", "steps", "final return", "SPS", "wall s", "peak RSS MB", "BLAS", "threads"]
-    return table(header, rows)
+    rows = [[value(r) for _, value in RUN_COLUMNS] for by_fw in groups.values() for runs in by_fw.values() for r in runs]
+    return table([header for header, _ in RUN_COLUMNS], rows)
 
 
 def render(runs_dir, groups, problems, smooth, n_runs):
@@ -241,13 +263,13 @@ def build(runs_dir, out_dir, smooth: int = 10):
         problems += curve_problems
         smoothing = f"per seed: rolling mean of {smooth} episodes; line: mean over seeds; band: 95% bootstrap CI"
         plots.return_curves(bands(curves, 0), out / "returns_vs_steps.png", "environment steps",
-                            f"Episodic return vs environment steps\n{smoothing}")
+                            f"Episodic return vs environment steps\n{smoothing}", compact_x=True)
         plots.return_curves(bands(curves, 2), out / "returns_vs_walltime.png", "wall time since the run's start (s)",
                             f"Episodic return vs wall time\n{smoothing}")
-        plots.phase_bars({g: {f: mean_dicts([phase_ms(r) for r in rs]) for f, rs in by_fw.items()} for g, by_fw in groups.items()},
-                         out / "phases.png", "Time per phase (lower is faster)\nms per 1000 env steps, mean over seeds")
-        plots.sps_strip({g: {f: [r.summary.get("sps", 0.0) for r in rs] for f, rs in by_fw.items()} for g, by_fw in groups.items()},
-                        out / "sps.png", "Steps per second (higher is faster)\none dot per seed, black bar: median")
+        plots.phase_bars(per_group(groups, mean_phases), out / "phases.png",
+                         "Time per phase (lower is faster)\nms per 1000 env steps, mean over seeds")
+        plots.sps_strip(per_group(groups, lambda rs: values(rs, "sps")), out / "sps.png",
+                        "Steps per second (higher is faster)\none dot per seed, black bar: median")
     readme = out / "README.md"
     readme.write_text("\n".join(render(runs_dir, groups, problems, smooth, len(runs))))
     return readme, problems, len(runs)

@@ -11,6 +11,11 @@ import numpy as np
 
 REQUIRED_KEYS = ("framework", "algo", "env_id", "seed", "total_timesteps", "complete")
 FRAMEWORK_NAMES = {"mlx": "MLX", "torch": "PyTorch"}
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # in platform.threads
+
+
+def label(framework: str) -> str:
+    return FRAMEWORK_NAMES.get(framework, framework)
 
 
 def _field(name):

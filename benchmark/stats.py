@@ -1,5 +1,6 @@
 """Statistics across seeds: bootstrap bands, IQM, and whether two frameworks learn the same."""
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,8 +97,8 @@ class Verdict:
 
 def compare(a, b, names=("MLX", "PyTorch")) -> Verdict:
     """Do per-seed final returns a and b come from the same distribution? Welch's t-test (means,
-    unequal variances) and the Mann-Whitney U test (ranks), two-sided, at ALPHA. Not rejecting
-    "same" is not proof of sameness: the text says so."""
+    unequal variances) and the Mann-Whitney U test (ranks), two-sided, at ALPHA: "differ" when both
+    reject, "inconclusive" when one does. Not rejecting is not proof of sameness: the text says so."""
     a, b = (np.asarray([v for v in s if v is not None], dtype=float) for s in (a, b))
     if min(len(a), len(b)) < MIN_SEEDS:
         return Verdict(f"too few seeds ({len(a)} {names[0]}, {len(b)} {names[1]}; a test needs at least "
@@ -110,8 +111,14 @@ def compare(a, b, names=("MLX", "PyTorch")) -> Verdict:
     u = sps.mannwhitneyu(a, b, alternative="two-sided")
     welch, mw = (float(t.statistic), float(t.pvalue)), (float(u.statistic), float(u.pvalue))
     tests = f"Welch's t = {welch[0]:.2f}, p = {welch[1]:.3g}; Mann-Whitney U = {mw[0]:g}, p = {mw[1]:.3g}"
-    if min(welch[1], mw[1]) < ALPHA:
-        text = f"**differ**: the final returns differ at α = {ALPHA} ({tests})"
+    floor = 2 / math.comb(len(a) + len(b), len(a))  # the smallest two-sided p the U test can give
+    if floor >= ALPHA:
+        tests += f"; with these seed counts Mann-Whitney cannot go below p = {floor:.2g}"
+    significant = (welch[1] < ALPHA) + (mw[1] < ALPHA)
+    if significant == 2:
+        text = f"**differ**: both tests reject equal final returns at α = {ALPHA} ({tests})"
+    elif significant == 1:
+        text = f"**inconclusive**: one test rejects equal final returns at α = {ALPHA}, the other does not ({tests})"
     else:
         text = (f"**no detectable difference** at α = {ALPHA} ({tests}); with {len(a)} and {len(b)} seeds "
                 f"this is consistent with learning the same, not a proof of it")

@@ -286,6 +286,17 @@ def test_plan_interleaves_frameworks_and_numbers_seeds_from_one():
     assert len(jobs) == 8 and jobs[-1].env_id == "Acrobot-v1"
 
 
+def test_progress_counts_and_time_left():
+    lines = []
+    progress = launch.Progress(total=5, workers=2, out=lines.append)
+    job = launch.Job("ppo", "CartPole-v1", 1, "mlx", 100)
+    progress.results += [launch.Result(job, 0, 10.0, Path("a.log")), launch.Result(job, 2, 1.0, Path("b.log"))]
+    progress.started[job] = time.time() - 4.0
+    progress.event("hello")  # 2 pending x 10 s + 6 s left of the running one, over 2 workers
+    assert lines == ["[1/5 done, 1 running, 1 failed, ~13s left] hello"]
+    assert launch.format_seconds(3725) == "1h02m" and launch.format_seconds(125) == "2m05s"
+
+
 def test_settings_build_the_users_command_and_environment(tmp_path):
     settings = launch.Settings(tmp_path, ["--num-envs", "8"], threads=3, mlx_blas="reference")
     job = launch.Job("ppo", "CartPole-v1", 4, "mlx", 5000)
@@ -363,3 +374,8 @@ def test_compare_needs_three_seeds_and_handles_no_spread():
     assert stats.compare([500.0] * 3, [500.0] * 4).text.endswith("identical")
     verdict = stats.compare([1.0, 2.0, 3.0, 4.0], [1.5, 2.5, 3.5, 4.5])
     assert verdict.welch[1] > 0.05 and verdict.mannwhitney[1] > 0.05
+    assert "no detectable difference" in verdict.text and "cannot go below" not in verdict.text
+    # 3 vs 3 seeds: the t-test rejects, the rank test cannot (its smallest p is 2 / C(6, 3) = 0.1)
+    verdict = stats.compare([1.0, 2.0, 3.0], [10.0, 11.0, 12.0])
+    assert verdict.welch[1] < 0.05 and verdict.mannwhitney[1] == pytest.approx(0.1)
+    assert "**inconclusive**" in verdict.text and "cannot go below p = 0.1" in verdict.text
