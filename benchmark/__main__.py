@@ -6,11 +6,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from . import __doc__ as package_doc
 from . import launch
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmark", description=package_doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="launch the scripts: algos x env ids x seeds x frameworks",

@@ -4,6 +4,8 @@ time per phase), one section per group f"{env_id}__{algo}" that the scripts' --t
 
 Needs a W&B login and network; without them it says so in one line (WandbUnavailable)."""
 
+import contextlib
+import io
 import os
 import socket
 from urllib.parse import urlparse
@@ -17,17 +19,23 @@ class WandbUnavailable(Exception):
 
 
 def reports_module():
-    """The W&B reports API: the wandb_workspaces package, else wandb's own (older wandb)."""
+    """The W&B reports API: the wandb_workspaces package, else wandb's own (wandb < 0.17); newer
+    wandb keeps only a stub there that prints errors, so it is imported quietly and checked."""
     try:
         import wandb_workspaces.reports.v2 as wr
+
+        return wr
     except ImportError:
-        try:
+        pass
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             import wandb.apis.reports as wr
 
-            wr.Report  # newer wandb: a stub that needs wandb_workspaces
-        except Exception:
-            raise WandbUnavailable("needs the W&B reports API: pip install wandb-workspaces") from None
-    return wr
+            if isinstance(getattr(wr, "Report", None), type) and hasattr(wr.Report, "save"):
+                return wr
+    except Exception:
+        pass
+    raise WandbUnavailable("needs the W&B reports API: pip install wandb-workspaces")
 
 
 def check_mode():
@@ -51,7 +59,7 @@ def api(timeout: int = 20):
     try:
         return wandb.Api(timeout=timeout)
     except Exception as e:  # no API key: UsageError
-        raise WandbUnavailable(f"needs a W&B login (`wandb login` or WANDB_API_KEY): {e}") from None
+        raise WandbUnavailable(f"needs a W&B login and network (`wandb login` or WANDB_API_KEY): {e}") from None
 
 
 def split_group(group: str):
@@ -103,10 +111,12 @@ def tracked_groups(runs):
 
 def publish(entity: str, project: str, title: str) -> str:
     """Build and save the report; returns its URL."""
+    import wandb
+
     check_mode()
     wr = reports_module()
+    check_network(wandb.Settings().base_url)  # WANDB_BASE_URL or wandb's default server
     wandb_api = api()
-    check_network(wandb_api.settings.get("base_url") or "https://api.wandb.ai")
     try:
         groups = tracked_groups(wandb_api.runs(f"{entity}/{project}"))
     except Exception as e:
