@@ -85,10 +85,10 @@ def cmd_run(args, passthrough) -> int:
         # threads spin, and 2 runs x all cores slowed torch ~7x on a 2-core machine)
         threads = max(1, (os.cpu_count() or 1) // workers)
     if args.timing_mode:
-        print("timing mode: one run at a time, frameworks interleaved")
+        print("timing mode: one run at a time, frameworks interleaved; complete runs made alongside others are redone")
     if threads is not None:
         print(f"{', '.join(launch.THREAD_VARS)} = {threads} for every run")
-    settings = launch.Settings(args.runs_dir, wandb_args(args) + passthrough, threads, args.mlx_blas)
+    settings = launch.Settings(args.runs_dir, wandb_args(args) + passthrough, threads, args.mlx_blas, args.timing_mode)
     jobs = launch.plan(args.algos, args.env_ids, args.seeds, args.frameworks, args.total_timesteps)
     jobs, missing = launch.split_missing(jobs)
     for message in missing:

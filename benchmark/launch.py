@@ -54,6 +54,7 @@ class Settings:
     extra_args: list = field(default_factory=list)
     threads: Optional[int] = None
     mlx_blas: Optional[str] = None  # "openblas" or "reference"; None: the scripts' default
+    timing_mode: bool = False  # then a run made alongside others does not count as done
     root: Path = REPO_ROOT
 
     def command(self, job: Job) -> list:
@@ -84,8 +85,11 @@ class Settings:
         return Path(self.runs_dir) / LOG_DIR / f"{job.name}.log"
 
     def matches(self, run: runs_mod.Run) -> bool:
-        """Whether a complete run was made with the settings asked for now (threads, MLX BLAS)."""
+        """Whether a complete run was made with the settings asked for now (threads, MLX BLAS,
+        alone in timing mode)."""
         if self.threads is not None and run.threads.get("OMP_NUM_THREADS") != str(self.threads):
+            return False
+        if self.timing_mode and run.concurrent:
             return False
         if run.framework == "mlx" and self.mlx_blas is not None:
             return BLAS_WORD[self.mlx_blas] in run.blas.lower()

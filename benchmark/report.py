@@ -180,6 +180,10 @@ def notes(runs):
     untimed = [r for r in runs if not r.summary.get("phases")]
     if untimed:
         lines.append(f"- {len(untimed)} run(s) have no phase timers (--no-timing).")
+    concurrent = [r for r in runs if r.concurrent]
+    if concurrent:
+        lines.append(f"- {len(concurrent)} of {len(runs)} run(s) ran at the same time as other runs (e.g. --workers 2): "
+                     f"their SPS and phase times are distorted; for speed, rerun with --timing-mode.")
     if len({r.total_timesteps for r in runs}) > 1:
         lines.append("- the runs have different budgets (total_timesteps): compare with care.")
     return lines + [""] if lines else []
@@ -215,7 +219,8 @@ RUN_COLUMNS = [("run folder", lambda r: f"`{r.path.name}`"), ("framework", lambd
                ("seed", lambda r: r.seed), ("steps", summary_key("global_step", 0)),
                ("final return", summary_key("final_return", 1)), ("SPS", summary_key("sps", 0)),
                ("wall s", summary_key("wall_seconds", 1)), ("peak RSS MB", summary_key("peak_rss_mb", 0)),
-               ("BLAS", lambda r: r.blas), ("threads", threads_text)]
+               ("BLAS", lambda r: r.blas), ("threads", threads_text),
+               ("ran alone", lambda r: "no (parallel)" if r.concurrent else "yes")]
 
 
 def provenance(groups):

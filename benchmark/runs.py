@@ -26,6 +26,7 @@ def _field(name):
 class Run:
     path: Path
     summary: dict
+    concurrent: bool = False  # ran at the same time as another run of runs_dir: its times are distorted
 
     framework, algo, env_id, seed = _field("framework"), _field("algo"), _field("env_id"), _field("seed")
     complete, total_timesteps = _field("complete"), _field("total_timesteps")
@@ -74,7 +75,8 @@ def read_run(folder: Path):
 
 
 def scan(runs_dir):
-    """Every readable run (complete or not) and a list of problems with the other folders."""
+    """Every readable run (complete or not), each marked concurrent or not, and a list of
+    problems with the other folders."""
     runs, problems = [], []
     for folder in run_folders(runs_dir):
         run, problem = read_run(folder)
@@ -82,11 +84,26 @@ def scan(runs_dir):
             problems.append(problem)
         else:
             runs.append(run)
+    mark_concurrent(runs)
     return runs, problems
 
 
 def finished_at(run: Run) -> float:
     return (run.path / "summary.json").stat().st_mtime
+
+
+def mark_concurrent(runs):
+    """A run's timed span ends when it writes summary.json and lasts wall_seconds; runs whose spans
+    intersect ran in parallel (e.g. --workers 2) and slowed each other down. Runs launched one
+    at a time never intersect: the next one starts after the previous process has ended."""
+    if len(runs) < 2:
+        return
+    ends = np.array([finished_at(r) for r in runs])
+    starts = ends - np.array([float(r.summary.get("wall_seconds") or 0.0) for r in runs])
+    overlap = (starts[:, None] < ends[None, :]) & (starts[None, :] < ends[:, None])
+    np.fill_diagonal(overlap, False)
+    for run, concurrent in zip(runs, overlap.any(axis=1)):
+        run.concurrent = bool(concurrent)
 
 
 def collect(runs_dir):

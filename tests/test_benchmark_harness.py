@@ -19,7 +19,7 @@ from tensorboardX import SummaryWriter
 
 from benchmark import launch, report, stats, wandb_report
 from benchmark.__main__ import main
-from benchmark.runs import collect, load_scalars
+from benchmark.runs import collect, load_scalars, scan
 
 TINY = ["--", "--num-envs", "2", "--num-steps", "64"]  # 16 updates of 128 steps at 2048
 STEPS = "1024"
@@ -97,6 +97,7 @@ def test_force_timing_mode_reruns_interleaved_with_fixed_threads_and_blas(real_r
         assert s["platform"]["threads"]["OPENBLAS_NUM_THREADS"] == s["platform"]["threads"]["MKL_NUM_THREADS"] == TIMING_THREADS
     assert next(s for s in fresh if s["framework"] == "torch")["platform"]["threads"]["torch"] == int(TIMING_THREADS)
     assert "reference" in next(s for s in fresh if s["framework"] == "mlx")["platform"]["blas"].lower()
+    assert not any(run.concurrent for run in scan(runs_dir)[0] if run.threads["OMP_NUM_THREADS"] == TIMING_THREADS)
     # the report keeps the latest run of each key and says which ones it left out
     runs, problems = collect(runs_dir)
     assert len(runs) == 4 and sum("superseded" in p for p in problems) == 2
@@ -264,6 +265,22 @@ def test_report_of_a_missing_or_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     status, output = harness("report", tmp_path / "empty", "--out", tmp_path / "report")
     assert status == 1 and "No complete runs" in (tmp_path / "report" / "README.md").read_text()
+
+
+def test_runs_that_overlapped_in_time_are_marked_reported_and_redone_for_timing(tmp_path):
+    runs_dir = tmp_path / "runs"
+    ends = {1: 1000.0, 2: 1005.0, 3: 2000.0}  # wall_seconds 10: seeds 1 and 2 overlap, seed 3 ran alone
+    for seed, end in ends.items():
+        folder = write_run(runs_dir, "torch", seed, 1.0, 1000.0)
+        os.utime(folder / "summary.json", (end, end))
+    assert {run.seed: run.concurrent for run in scan(runs_dir)[0]} == {1: True, 2: True, 3: False}
+    readme, _, _ = build(runs_dir, tmp_path)
+    assert "2 of 3 run(s) ran at the same time as other runs" in readme
+    assert readme.count("| no (parallel) |") == 2
+    jobs = launch.plan(["ppo"], ["CartPole-v1"], 3, ["torch"], 10_000)
+    todo, done = launch.split_done(jobs, launch.Settings(runs_dir, timing_mode=True))
+    assert [j.seed for j in todo] == [1, 2] and [j.seed for j in done] == [3]
+    assert launch.split_done(jobs, launch.Settings(runs_dir))[0] == []  # for curves, all three count
 
 
 def test_event_reader_returns_steps_values_and_relative_wall_time(tmp_path):
