@@ -8,6 +8,7 @@ Logs: runs/{run_name}/ (TensorBoard events, summary.json, weights with --save-mo
 import contextlib
 import ctypes
 import json
+import math
 import os
 import platform
 import random
@@ -30,6 +31,8 @@ def load_fast_blas() -> str:
     CLEANRL_MLX_BLAS=reference keeps the wheel's own. Returns what MLX will use."""
     if sys.platform == "darwin":
         return "Accelerate (macOS)"
+    if "mlx.core" in sys.modules:  # too late: MLX has bound its BLAS already
+        return "reference BLAS (mlx[cpu] wheel; MLX was imported before this script)"
     preload = os.environ.get("LD_PRELOAD", "")
     if "blas" in preload.lower():
         return f"LD_PRELOAD {os.path.basename(preload.split(':')[0])}"
@@ -231,6 +234,21 @@ class Agent(nn.Module):
         return action, logprob, entropy, self.critic(x)
 
 
+class Adam(optim.Adam):
+    """torch.optim.Adam's update. MLX's Adam forms 1 - beta2**t in float32, where beta2 = 0.999
+    rounds to 0.99900001: the first steps come out 6e-6 too small. -expm1(t * log(beta)) is exact
+    to float32 precision, as torch's double-precision bias correction."""
+
+    def apply_single(self, gradient, parameter, state):
+        b1, b2 = self.betas
+        state["m"] = m = b1 * state["m"] + (1 - b1) * gradient
+        state["v"] = v = b2 * state["v"] + (1 - b2) * mx.square(gradient)
+        step = self.step.astype(mx.float32)
+        bias_correction1, bias_correction2 = -mx.expm1(step * math.log(b1)), -mx.expm1(step * math.log(b2))
+        denom = mx.sqrt(v) / mx.sqrt(bias_correction2) + self.eps
+        return parameter - (self.learning_rate / bias_correction1) * m / denom
+
+
 def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
     """CleanRL's GAE in numpy, arrays of shape (num_steps, num_envs). dones[t] says obs[t] began a
     new episode, so step t-1 does not bootstrap from it. Returns (advantages, returns)."""
@@ -316,6 +334,7 @@ def evaluate(agent, env_id, eval_episodes, seed, capture_video=False, video_dir=
     """Episodic returns of the policy (sampled actions, as CleanRL's ppo_eval) over eval_episodes."""
     envs = make_envs(env_id, 1, capture_video, video_dir)
     act = make_act(agent)
+    mx.random.seed(seed)  # the same draws as an evaluation of the saved file
     obs, _ = envs.reset(seed=seed)
     returns = []
     while len(returns) < eval_episodes:
@@ -361,7 +380,7 @@ def main(args: Args):
 
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     agent = Agent(obs_dim, int(envs.single_action_space.n))
-    optimizer = optim.Adam(learning_rate=args.learning_rate, eps=1e-5, bias_correction=True)
+    optimizer = Adam(learning_rate=args.learning_rate, eps=1e-5)
     if args.model_path is not None:  # evaluate saved weights instead of training
         try:
             agent.load_weights(args.model_path)

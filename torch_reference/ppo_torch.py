@@ -314,6 +314,7 @@ def evaluate(agent, env_id, eval_episodes, seed, capture_video=False, video_dir=
     """Episodic returns of the policy (sampled actions, as CleanRL's ppo_eval) over eval_episodes."""
     envs = make_envs(env_id, 1, capture_video, video_dir)
     act, device = make_act(agent), next(agent.parameters()).device
+    torch.manual_seed(seed)  # the same draws as an evaluation of the saved file
     obs, _ = envs.reset(seed=seed)
     returns = []
     while len(returns) < eval_episodes:
