@@ -33,9 +33,9 @@ def load_fast_blas() -> str:
         return "Accelerate (macOS)"
     if "mlx.core" in sys.modules:  # too late: MLX has bound its BLAS already
         return "reference BLAS (mlx[cpu] wheel; MLX was imported before this script)"
-    preload = os.environ.get("LD_PRELOAD", "")
-    if "blas" in preload.lower():
-        return f"LD_PRELOAD {os.path.basename(preload.split(':')[0])}"
+    preloaded = [lib for lib in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":") if "blas" in lib.lower()]
+    if preloaded:
+        return f"LD_PRELOAD {os.path.basename(preloaded[0])}"
     if os.environ.get("CLEANRL_MLX_BLAS", "") == "reference":
         return "reference BLAS (mlx[cpu] wheel)"
     for site_dir in sys.path:
@@ -491,10 +491,10 @@ def main(args: Args):
     finally:
         wall_seconds = time.time() - start_time
         summary = {
-            "framework": FRAMEWORK, "framework_version": mx.__version__, "device": str(mx.default_device()),
+            "framework": FRAMEWORK, "framework_version": mx.__version__, "device": mx.default_device().type.name,
             "algo": ALGO, "env_id": args.env_id, "seed": args.seed, "total_timesteps": args.total_timesteps,
             "global_step": global_step, "complete": complete, "error": error,
-            "wall_seconds": wall_seconds, "sps": global_step / wall_seconds if wall_seconds > 0 else 0.0,
+            "started_at": start_time, "ended_at": start_time + wall_seconds, "wall_seconds": wall_seconds, "sps": global_step / wall_seconds if wall_seconds > 0 else 0.0,
             "timing": args.timing, "profile_update": args.profile_update,
             "phases": {k: {"seconds": timer.totals[k], "calls": timer.counts[k]} for k in timer.totals},
             "peak_rss_mb": peak_rss_mb(), "episodes": len(episode_returns), "final_return_window": 20,

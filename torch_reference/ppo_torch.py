@@ -466,10 +466,10 @@ def main(args: Args):
     finally:
         wall_seconds = time.time() - start_time
         summary = {
-            "framework": FRAMEWORK, "framework_version": torch.__version__, "device": str(device),
+            "framework": FRAMEWORK, "framework_version": torch.__version__, "device": device.type,
             "algo": ALGO, "env_id": args.env_id, "seed": args.seed, "total_timesteps": args.total_timesteps,
             "global_step": global_step, "complete": complete, "error": error,
-            "wall_seconds": wall_seconds, "sps": global_step / wall_seconds if wall_seconds > 0 else 0.0,
+            "started_at": start_time, "ended_at": start_time + wall_seconds, "wall_seconds": wall_seconds, "sps": global_step / wall_seconds if wall_seconds > 0 else 0.0,
             "timing": args.timing, "profile_update": args.profile_update,
             "phases": {k: {"seconds": timer.totals[k], "calls": timer.counts[k]} for k in timer.totals},
             "peak_rss_mb": peak_rss_mb(), "episodes": len(episode_returns), "final_return_window": 20,
