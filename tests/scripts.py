@@ -40,9 +40,14 @@ def run_script(stem, framework, runs_dir, *args, check=True, timeout=900, cwd=No
     return proc
 
 
-def run_parallel(jobs, timeout=900):
-    """Run several (stem, framework, runs_dir, *args) jobs at once (the machine has 2 cores)."""
-    procs = [subprocess.Popen(command(*job), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for job in jobs]
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def run_parallel(jobs, timeout=1800):
+    """Run several (stem, framework, runs_dir, *args) jobs at once, one thread each: the machine
+    has 2 cores, and two processes with a 2-thread pool each stall one another (torch ~3x slower)."""
+    procs = [subprocess.Popen(command(*job), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=os.environ | ONE_THREAD) for job in jobs]
     for job, proc in zip(jobs, procs):
         _, err = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, f"{job[:2]} failed ({proc.returncode}):\n{err[-3000:]}"

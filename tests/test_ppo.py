@@ -11,7 +11,7 @@ import pytest
 
 from onpolicy import (check_bad_input, check_gae, check_loss_and_gradients, check_same_seed, check_smoke,
                       check_three_clipped_adam_steps, ppo_twins)
-from scripts import FRAMEWORKS, command, load_script, only_run, read_run, run_dirs, run_parallel, run_script
+from scripts import FRAMEWORKS, ONE_THREAD, command, load_script, only_run, read_run, run_dirs, run_parallel, run_script
 
 M, T = load_script("ppo", "mlx"), load_script("ppo", "torch")
 TINY = ("--total-timesteps", 512, "--num-envs", 2, "--num-steps", 64)
@@ -70,9 +70,8 @@ module = load_script("ppo", {framework!r})
 base = module.Agent
 module.Agent = lambda obs_dim, n: base(obs_dim, n, hidden={hidden})
 module.main(module.Args(total_timesteps=1024, update_epochs=16, runs_dir={str(runs_dir)!r}))"""
-    one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     # one thread: a busy machine then slows both widths alike, instead of stalling a thread pool
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=os.environ | one_thread)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=os.environ | ONE_THREAD)
     summary, _ = only_run(runs_dir)
     return summary
 
