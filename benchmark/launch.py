@@ -56,6 +56,10 @@ class Settings:
     mlx_blas: Optional[str] = None  # "openblas" or "reference"; None: the scripts' default
     timing_mode: bool = False  # then a run made alongside others does not count as done
     root: Path = REPO_ROOT
+    label: str = ""  # shown after the run's name in progress lines, e.g. "timers off"
+
+    def title(self, job: Job) -> str:
+        return f"{job.name} ({self.label})" if self.label else job.name
 
     def command(self, job: Job) -> list:
         return [sys.executable, str(script_path(job.algo, job.framework, self.root)),
@@ -86,14 +90,49 @@ class Settings:
 
     def matches(self, run: runs_mod.Run) -> bool:
         """Whether a complete run was made with the settings asked for now (threads, MLX BLAS,
-        alone in timing mode)."""
+        alone in timing mode, the extra flags)."""
         if self.threads is not None and run.threads.get("OMP_NUM_THREADS") != str(self.threads):
             return False
         if self.timing_mode and run.concurrent:
             return False
+        if not args_match(run.summary.get("args") or {}, self.extra_args):
+            return False
         if run.framework == "mlx" and self.mlx_blas is not None:
             return BLAS_WORD[self.mlx_blas] in run.blas.lower()
         return True
+
+
+def flag_values(argv) -> dict:
+    """{field: value as text} of the script flags in argv, tyro's way: `--num-envs 8` or
+    `--num-envs=8` give num_envs "8"; a bare `--flag` gives "True" and `--no-flag` flag "False"."""
+    values, i = {}, 0
+    while i < len(argv):
+        arg, i = argv[i], i + 1
+        if not arg.startswith("--"):
+            continue
+        name, eq, text = arg[2:].partition("=")
+        if not eq and i < len(argv) and not argv[i].startswith("--"):
+            text, i = argv[i], i + 1
+        elif not eq:
+            name, text = (name[3:], "False") if name.startswith("no-") else (name, "True")
+        values[name.replace("-", "_")] = text
+    return values
+
+
+def same_value(value, text: str) -> bool:
+    """Whether an argument recorded in summary.json is the one a flag's text asks for (3e-4 == 0.0003)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value) == float(text)
+        except ValueError:
+            return False
+    return str(value) == text
+
+
+def args_match(recorded: dict, extra_args) -> bool:
+    """Whether a run's recorded args (summary.json's "args") agree with every flag of extra_args."""
+    missing = object()
+    return all(same_value(recorded.get(name, missing), text) for name, text in flag_values(extra_args).items())
 
 
 def plan(algos, env_ids, n_seeds, frameworks, total_timesteps) -> list:
@@ -125,6 +164,7 @@ class Result:
     returncode: int
     seconds: float
     log: Path
+    settings: Optional[Settings] = None
 
     @property
     def ok(self) -> bool:
@@ -190,27 +230,30 @@ def stop(procs, grace: float = 10.0):
             time.sleep(0.1)
 
 
-def execute(jobs, settings: Settings, workers: int = 1, out=print, poll: float = 0.2, heartbeat: float = 60.0) -> list:
+def execute(jobs, settings, workers: int = 1, out=print, poll: float = 0.2, heartbeat: float = 60.0) -> list:
     """Run the jobs, at most `workers` at a time, in order; a failure does not stop the others.
-    Prints a progress line when a run starts or ends, and every `heartbeat` seconds."""
+    `settings`: one Settings for every job, or a list of them, one per job. Prints a progress line
+    when a run starts or ends, and every `heartbeat` seconds."""
+    per_job = list(settings) if isinstance(settings, (list, tuple)) else [settings] * len(jobs)
     progress = Progress(len(jobs), workers, out)
-    pending, running = deque(jobs), {}
+    pending, running = deque(zip(jobs, per_job)), {}
     try:
         while pending or running:
             while pending and len(running) < workers:
-                job = pending.popleft()
-                running[start(job, settings)] = job
-                progress.started[job] = time.time()
-                progress.event(f"started {job.name}")
+                job, job_settings = pending.popleft()
+                running[start(job, job_settings)] = (job, job_settings)
+                progress.started[(job, job_settings.label)] = time.time()
+                progress.event(f"started {job_settings.title(job)}")
             time.sleep(poll)
             if time.time() - progress.last_event > heartbeat:
-                progress.event("running " + ", ".join(job.name for job in running.values()))
+                progress.event("running " + ", ".join(s.title(job) for job, s in running.values()))
             for proc in [p for p in running if p.poll() is not None]:
-                job = running.pop(proc)
-                result = Result(job, proc.returncode, time.time() - progress.started.pop(job), settings.log_path(job))
+                job, job_settings = running.pop(proc)
+                seconds = time.time() - progress.started.pop((job, job_settings.label))
+                result = Result(job, proc.returncode, seconds, job_settings.log_path(job), job_settings)
                 progress.results.append(result)
                 verdict = "finished" if result.ok else f"FAILED (exit {result.returncode}; log {result.log})"
-                progress.event(f"{verdict} {job.name} in {format_seconds(result.seconds)}")
+                progress.event(f"{verdict} {job_settings.title(job)} in {format_seconds(result.seconds)}")
     except KeyboardInterrupt:
         out(f"interrupted: stopping {len(running)} running run(s)")
         stop(list(running))
@@ -244,5 +287,6 @@ def final_report(results, skipped, missing, warnings, out=print) -> int:
     for message in missing + warnings:
         out(f"note: {message}")
     for r in failed:
-        out(f"\nFAILED {r.job.name} (exit {r.returncode}); log {r.log}, last lines:\n{log_tail(r.log)}")
+        name = r.settings.title(r.job) if r.settings else r.job.name
+        out(f"\nFAILED {name} (exit {r.returncode}); log {r.log}, last lines:\n{log_tail(r.log)}")
     return 1 if failed else 0

@@ -58,11 +58,12 @@ def phase_ms(run, parts=False):
     return ms
 
 
-def mean_phases(runs, parts=False):
-    """Phase-wise mean over runs of phase_ms, phases in first-seen order; a missing phase counts as 0."""
+def mean_phases(runs, parts=False, statistic=np.mean):
+    """Phase-wise statistic (the mean; np.median for the speed tables) over runs of phase_ms, phases
+    in first-seen order; a missing phase counts as 0."""
     dicts = [phase_ms(r, parts) for r in runs]
     keys = list(dict.fromkeys(k for d in dicts for k in d))
-    return {k: float(np.mean([d.get(k, 0.0) for d in dicts])) for k in keys}
+    return {k: float(statistic([d.get(k, 0.0) for d in dicts])) for k in keys}
 
 
 def per_framework(by_fw, fn):
@@ -112,6 +113,13 @@ def fmt(value, digits=1):
     return f"{value:,.{digits}f}"
 
 
+def median_range(summary, digits=0):
+    """A stats.Summary as "median [min – max]"; "—" when there is none."""
+    if summary is None:
+        return "—"
+    return f"{fmt(summary.median, digits)} [{fmt(summary.min, digits)} – {fmt(summary.max, digits)}]"
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -154,7 +162,7 @@ def group_section(group, by_fw):
          *cells(returns, lambda s: f"{fmt(s.mean)} ± {fmt(s.std)}")],
         ["final return, IQM [95% bootstrap CI]",
          *cells(returns, lambda s: f"{fmt(s.iqm)} [{fmt(s.iqm_low)}, {fmt(s.iqm_high)}]")],
-        ["SPS, median [min – max]", *cells(sps, lambda s: f"{fmt(s.median, 0)} [{fmt(s.min, 0)} – {fmt(s.max, 0)}]")],
+        ["SPS, median [min – max]", *cells(sps, median_range)],
     ]
     header = ["", *[label(f) for f in by_fw]]
     pair = "mlx" in by_fw and "torch" in by_fw
@@ -189,9 +197,9 @@ def notes(runs):
     return lines + [""] if lines else []
 
 
-def phase_table(by_fw):
-    top = per_framework(by_fw, mean_phases)
-    parts = per_framework(by_fw, lambda rs: mean_phases(rs, parts=True))
+def phase_table(by_fw, statistic=np.mean, over="mean over seeds"):
+    top = per_framework(by_fw, lambda rs: mean_phases(rs, statistic=statistic))
+    parts = per_framework(by_fw, lambda rs: mean_phases(rs, parts=True, statistic=statistic))
     phases = list(dict.fromkeys(p for d in top.values() for p in d))
     subphases = list(dict.fromkeys(p for d in parts.values() for p in d))
     if not phases:
@@ -199,7 +207,7 @@ def phase_table(by_fw):
     rows = [[p, *[fmt(top[f].get(p), 2) for f in by_fw]] for p in phases]
     rows.append(["**total**", *[fmt(sum(top[f].values()), 1) for f in by_fw]])
     rows += [[f"{p} (part of update)", *[fmt(parts[f].get(p), 2) for f in by_fw]] for p in subphases]
-    header = ["phase: ms per 1000 env steps, mean over seeds", *[label(f) for f in by_fw]]
+    header = [f"phase: ms per 1000 env steps, {over}", *[label(f) for f in by_fw]]
     return [*table(header, rows), ""]
 
 

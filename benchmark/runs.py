@@ -106,12 +106,14 @@ def mark_concurrent(runs):
         run.concurrent = bool(concurrent)
 
 
-def collect(runs_dir):
+def collect(runs_dir, keep=None):
     """The runs a report uses: complete ones, the latest of each key; and the problems, incomplete
-    and superseded runs included, each as one line."""
+    and superseded runs included, each as one line. keep(run) -> bool, when given, picks the runs
+    to consider (e.g. those made with the settings asked for); the others are left out silently."""
     if not Path(runs_dir).is_dir():
         raise FileNotFoundError(f"{runs_dir}: no such folder (run `python -m benchmark run ...` first)")
     runs, problems = scan(runs_dir)
+    runs = [run for run in runs if keep is None or keep(run)]
     latest = {}
     for run in sorted(runs, key=finished_at):
         if not run.complete:

@@ -2,10 +2,8 @@
 the report from real tiny runs and from synthetic run folders with known numbers, broken folders,
 statistics, and the W&B report's composition. About a minute on 2 CPU cores."""
 
-import contextlib
-import os
-import io
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -15,36 +13,18 @@ import matplotlib.image
 import numpy as np
 import pytest
 from scipy import stats as sps
-from tensorboardX import SummaryWriter
 
 from benchmark import launch, report, stats, wandb_report
-from benchmark.__main__ import main
 from benchmark.runs import collect, load_scalars, scan
+from benchmark_fixtures import TINY, harness, started_order, summaries, write_run
 
-TINY = ["--", "--num-envs", "2", "--num-steps", "64"]  # 16 updates of 128 steps at 2048
 STEPS = "1024"
 PARALLEL_THREADS = str(max(1, (os.cpu_count() or 1) // 2))  # what 2 workers get by default
 TIMING_THREADS = str(int(PARALLEL_THREADS) + 1)  # differs from it, so fresh runs can be told apart
 
 
-def harness(*argv):
-    """Run `python -m benchmark ...` in this process: (exit status, stdout + stderr)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        status = main([str(a) for a in argv])
-    return status, out.getvalue()
-
-
 def run_ppo(runs_dir, *options, passthrough=TINY):
     return harness("run", "--algos", "ppo", "--total-timesteps", STEPS, "--runs-dir", runs_dir, *options, *passthrough)
-
-
-def summaries(runs_dir):
-    return [json.loads(p.read_text()) for p in sorted(Path(runs_dir).glob("*/summary.json"))]
-
-
-def started_order(output):
-    return [line.split("started ")[1] for line in output.splitlines() if "] started " in line]
 
 
 # --- real runs ---------------------------------------------------------------------------------
@@ -148,30 +128,6 @@ def test_report_from_real_runs(real_runs, tmp_path):
 
 
 # --- synthetic runs with known numbers ---------------------------------------------------------
-
-
-def write_run(runs_dir, framework, seed, final_return, sps, *, algo="ppo", env_id="CartPole-v1", steps=10_000,
-              phases=None, complete=True, curve=None, **extra):
-    """A run folder as the scripts write it: summary.json and an event file (tensorboardX)."""
-    folder = Path(runs_dir) / f"{env_id}__{algo}_{framework}__{seed}__{int(time.time())}"
-    folder.mkdir(parents=True)
-    writer = SummaryWriter(str(folder))
-    start = time.time()
-    for i, (step, value) in enumerate(curve or [(s, final_return) for s in range(1000, steps + 1, 1000)]):
-        writer.add_scalar("charts/episodic_return", value, step, walltime=start + i)
-    writer.close()
-    phases = phases or {"inference": 1.0, "env_step": 2.0, "update": 3.0}
-    summary = {"framework": framework, "framework_version": f"{framework}-9.9", "device": "cpu", "algo": algo,
-               "env_id": env_id, "seed": seed, "total_timesteps": steps, "global_step": steps, "complete": complete,
-               "error": None if complete else "KeyboardInterrupt: ", "wall_seconds": steps / sps, "sps": sps,
-               "timing": True, "profile_update": False,
-               "phases": {k: {"seconds": v, "calls": 10} for k, v in phases.items()}, "peak_rss_mb": 100.0,
-               "episodes": 50, "final_return_window": 20, "final_return": final_return, "eval_returns": None,
-               "args": {}, "platform": {"python": "3.x", "os": "TestOS", "cpu": "TestCPU", "cpu_count": 8,
-                                        "blas": f"{framework}-blas", "threads": {"OMP_NUM_THREADS": "4"}}}
-    summary.update(extra)
-    (folder / "summary.json").write_text(json.dumps(summary))
-    return folder
 
 
 MLX_RETURNS, TORCH_RETURNS = [100.0, 110.0, 120.0, 130.0, 140.0], [200.0, 210.0, 220.0, 230.0, 240.0]
