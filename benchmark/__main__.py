@@ -1,4 +1,4 @@
-"""Command line: python -m benchmark {run,report,wandb-report} ... (--help on each)."""
+"""Command line: python -m benchmark {run,speed,report,wandb-report} ... (--help on each)."""
 
 import argparse
 import os
@@ -39,6 +39,34 @@ def parser():
     run.add_argument("--track", action="store_true", help="log every run to Weights & Biases")
     run.add_argument("--wandb-project-name", default=None, help="W&B project (scripts' default: cleanrl-mlx)")
     run.add_argument("--wandb-entity", default=None, help="W&B entity (team)")
+
+    sp = sub.add_parser("speed", help="SPS of each twin side by side, one run at a time: markdown tables",
+                        description="Run each stem on its default env and flags with a shortened budget, one run "
+                                    "at a time with MLX and PyTorch interleaved, and print (and with --out write) a "
+                                    "markdown table per stem: SPS, the MLX/PyTorch ratio, ms per 1000 steps per "
+                                    "phase, peak memory, BLAS and threads. Arguments after `--` pass through to "
+                                    "every script. A rerun reuses complete runs made with the same settings.")
+    sp.add_argument("--algos", nargs="+", default=None,
+                    help="stems (default: every stem of the table in benchmark/speed.py)")
+    sp.add_argument("--repeats", type=positive, default=3, help="runs per twin, seeds 1..N (default: 3)")
+    sp.add_argument("--total-timesteps", type=positive, default=None,
+                    help="budget of every run (default: each stem's speed budget, past its learning_starts)")
+    sp.add_argument("--runs-dir", type=Path, default=Path("runs-speed"), help="where the runs go (default: runs-speed)")
+    sp.add_argument("--threads", type=positive, default=None,
+                    help="OMP/OPENBLAS/MKL_NUM_THREADS for every run (default: left as they are; each run records "
+                         "what it had)")
+    blas = sp.add_mutually_exclusive_group()
+    blas.add_argument("--mlx-blas", choices=list(launch.BLAS_WORD), default=None,
+                      help="BLAS of the MLX runs on Linux, as for `run` (default: the scripts' own choice)")
+    blas.add_argument("--compare-blas", action="store_true",
+                      help="run the MLX side with OpenBLAS and with the reference BLAS, interleaved")
+    sp.add_argument("--timing-check", action="store_true",
+                    help="also run every pair with --no-timing and show SPS with the timers on and off")
+    sp.add_argument("--dataset", nargs="+", default=None, metavar="[STEM=]PATH",
+                    help="dataset of the offline stems (cql, cql_discrete), which are skipped without one")
+    sp.add_argument("--out", type=Path, default=None, help="also write the markdown to this file, e.g. speed.md")
+    sp.add_argument("--force", action="store_true", help="rerun runs that are already complete")
+    sp.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
     rep = sub.add_parser("report", help="README.md and figures from a runs folder")
     rep.add_argument("runs_dir", type=Path, help="the folder holding the run folders, e.g. runs/")
@@ -109,6 +137,39 @@ def cmd_run(args, passthrough) -> int:
     return launch.final_report(results, skipped, missing, launch.blas_warnings(results, settings))
 
 
+def cmd_speed(args, passthrough, command) -> int:
+    from . import speed
+
+    try:
+        plan = speed.make_plan(args.algos, args.repeats, args.runs_dir, args.total_timesteps, passthrough, args.threads,
+                               args.mlx_blas, args.timing_check, args.compare_blas, args.dataset, command)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for entry in plan.entries:
+        for message in ([entry.skipped] if entry.skipped else []) + entry.notes:
+            print(f"note: {entry.algo}: {message}")
+    if all(entry.skipped for entry in plan.entries):
+        print("error: none of the requested stems can run; nothing to measure", file=sys.stderr)
+        return 2
+    print("speed: one run at a time, MLX and PyTorch interleaved; " + speed.threads_setting(plan))
+    try:
+        status = speed.measure(plan, args.force, args.dry_run)
+    except KeyboardInterrupt:
+        return 130
+    if args.dry_run:
+        return status
+    lines, problems = speed.render(plan)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    markdown = "\n".join(lines)
+    print("\n" + markdown)
+    if args.out:
+        args.out.write_text(markdown)
+        print(f"wrote {args.out}")
+    return status
+
+
 def cmd_report(args) -> int:
     from .report import build
 
@@ -140,8 +201,11 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "run":
         return cmd_run(args, passthrough)
+    if args.command == "speed":
+        command = ["python", "-m", "benchmark", *argv, *(["--", *passthrough] if passthrough else [])]
+        return cmd_speed(args, passthrough, shlex.join(command))
     if passthrough:
-        parser().error(f"`--` arguments are for `run` only, got {' '.join(passthrough)}")
+        parser().error(f"`--` arguments are for `run` and `speed` only, got {' '.join(passthrough)}")
     return cmd_report(args) if args.command == "report" else cmd_wandb_report(args)
 
 
