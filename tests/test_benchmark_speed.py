@@ -1,7 +1,7 @@
 """`python -m benchmark speed`: the tables from synthetic run folders with known numbers (medians,
 paired ratio, phases, memory, BLAS, threads, timers on/off, each BLAS), what is skipped or missing,
 which runs are reused, the launch order, the stem table against the scripts, and one real tiny
-call. About 30 s on 2 CPU cores."""
+call. About 45 s on 2 busy CPU cores (the real call: four tiny ppo runs)."""
 
 import re
 import time
