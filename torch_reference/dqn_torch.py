@@ -65,8 +65,8 @@ class Args:
     runs_dir: str = "runs"
     """the folder that receives runs/{run_name}"""
     save_dataset: Optional[str] = None
-    """write the replay buffer's transitions (the last --buffer-size) to this .npz file at the end,
-    for the offline scripts: observations, actions, rewards, next_observations, dones, timeouts"""
+    """write the replay buffer's transitions (the last --buffer-size) to this .npz file at the end
+    (observations, actions, rewards, next_observations, dones, timeouts), for the offline scripts"""
 
     # Algorithm specific arguments
     env_id: str = "CartPole-v1"
@@ -76,7 +76,7 @@ class Args:
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer"""
     num_envs: int = 1
-    """the number of parallel game environments (as in CleanRL, the step counters count vector steps)"""
+    """the number of parallel game environments (train and target frequencies count vector steps)"""
     buffer_size: int = 10000
     """the replay memory buffer size"""
     gamma: float = 0.99
@@ -97,6 +97,10 @@ class Args:
     """timestep to start learning"""
     train_frequency: int = 10
     """the frequency of training"""
+
+    # to be filled in runtime
+    num_iterations: int = 0
+    """the number of vector-env steps (computed in runtime)"""
 
 
 class PhaseTimer:
@@ -136,10 +140,14 @@ def check_args(args: Args):
     for flag in ("tau", "gamma", "start_e", "end_e"):
         if not 0 <= getattr(args, flag) <= 1:
             fail(f"--{flag.replace('_', '-')} must lie in [0, 1], got {getattr(args, flag)}")
+    if args.total_timesteps < args.num_envs:
+        fail(f"--total-timesteps {args.total_timesteps} is less than one step of --num-envs {args.num_envs}")
     if args.model_path is not None and not os.path.isfile(args.model_path):
         fail(f"--model-path {args.model_path}: no such file")
-    if args.save_dataset is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.save_dataset))):
-        fail(f"--save-dataset {args.save_dataset}: the folder {os.path.dirname(os.path.abspath(args.save_dataset))} does not exist")
+    if args.save_dataset is not None:
+        folder = os.path.dirname(args.save_dataset) or "."
+        if not os.path.isdir(folder) or os.path.isdir(args.save_dataset):
+            fail(f"--save-dataset {args.save_dataset}: " + ("is a folder" if os.path.isdir(args.save_dataset) else f"no such folder {folder}"))
 
 
 def make_env(env_id, idx, capture_video, video_dir):
@@ -191,39 +199,43 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
 
 
 class ReplayBuffer:
-    """Circular replay memory in numpy, one row per transition (num_envs rows per add). next_obs
-    is the true last observation of an episode (infos["final_obs"]: with same-step autoreset the
-    env returns the reset one); only terminations are done, a time limit still bootstraps."""
+    """Circular numpy replay buffer of `buffer_size` transitions (num_envs rows per add). next_obs
+    is the true next observation: after an episode's end the vector env has already reset, and the
+    last observation is in infos["final_obs"]. Only terminations are dones (a truncated episode
+    still bootstraps); truncations are kept as timeouts for --save-dataset."""
 
     def __init__(self, buffer_size: int, obs_dim: int):
-        self.buffer_size, self.pos, self.size = buffer_size, 0, 0
-        self.obs = np.zeros((buffer_size, obs_dim), dtype=np.float32)
-        self.next_obs = np.zeros((buffer_size, obs_dim), dtype=np.float32)
+        self.size, self.pos, self.full = buffer_size, 0, False
+        self.observations = np.zeros((buffer_size, obs_dim), dtype=np.float32)
+        self.next_observations = np.zeros((buffer_size, obs_dim), dtype=np.float32)
         self.actions = np.zeros(buffer_size, dtype=np.int64)
         self.rewards, self.dones, self.timeouts = (np.zeros(buffer_size, dtype=np.float32) for _ in range(3))
 
+    def __len__(self):
+        return self.size if self.full else self.pos
+
     def add(self, obs, next_obs, actions, rewards, terminations, truncations, infos):
-        real_next_obs = next_obs.copy()
-        if "final_obs" in infos:  # store the true last observation, not the reset one
-            ended = infos["_final_obs"]
-            real_next_obs[ended] = np.stack(infos["final_obs"][ended])
-        rows = (self.pos + np.arange(len(obs))) % self.buffer_size
-        self.obs[rows], self.next_obs[rows], self.actions[rows] = obs.reshape(len(obs), -1), real_next_obs.reshape(len(obs), -1), actions
+        real_next_obs = np.array(next_obs, dtype=np.float32)
+        for idx in np.flatnonzero(infos.get("_final_obs", [])):
+            real_next_obs[idx] = infos["final_obs"][idx]
+        rows = (self.pos + np.arange(len(obs))) % self.size
+        self.observations[rows], self.next_observations[rows], self.actions[rows] = obs, real_next_obs, actions
         self.rewards[rows], self.dones[rows], self.timeouts[rows] = rewards, terminations, truncations
-        self.pos = (self.pos + len(obs)) % self.buffer_size
-        self.size = min(self.size + len(obs), self.buffer_size)
+        self.full = self.full or self.pos + len(obs) >= self.size
+        self.pos = (self.pos + len(obs)) % self.size
 
     def sample(self, batch_size: int):
-        """(observations, actions, rewards, next_observations, dones), rows drawn with numpy's
-        global RNG (with replacement, as Stable-Baselines3's buffer that CleanRL uses)."""
-        rows = np.random.randint(0, self.size, size=batch_size)
-        return self.obs[rows], self.actions[rows], self.rewards[rows], self.next_obs[rows], self.dones[rows]
+        """(observations, actions, rewards, next_observations, dones), drawn uniformly with np.random
+        (with replacement, as the Stable-Baselines3 buffer of CleanRL's script)."""
+        inds = np.random.randint(0, len(self), size=batch_size)
+        return self.observations[inds], self.actions[inds], self.rewards[inds], self.next_observations[inds], self.dones[inds]
 
-    def transitions(self):
-        """Every stored transition, oldest first, under the dataset's keys."""
-        rows = (self.pos + np.arange(self.size)) % self.buffer_size if self.size == self.buffer_size else np.arange(self.size)
-        return {"observations": self.obs[rows], "actions": self.actions[rows], "rewards": self.rewards[rows],
-                "next_observations": self.next_obs[rows], "dones": self.dones[rows], "timeouts": self.timeouts[rows]}
+    def save(self, path: str):
+        """The transitions, oldest first, as an .npz file at exactly `path`; actions are int64."""
+        order = (self.pos + np.arange(len(self))) % self.size if self.full else np.arange(self.pos)
+        with open(path, "wb") as f:
+            np.savez(f, observations=self.observations[order], actions=self.actions[order], rewards=self.rewards[order],
+                     next_observations=self.next_observations[order], dones=self.dones[order], timeouts=self.timeouts[order])
 
 
 def td_loss(q_network, target_network, obs, actions, rewards, next_obs, dones, gamma):
@@ -340,6 +352,7 @@ def peak_rss_mb():
 
 def main(args: Args):
     check_args(args)
+    args.num_iterations = args.total_timesteps // args.num_envs
     device = pick_device(args.device, args.cuda)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join(args.runs_dir, run_name)
@@ -355,14 +368,15 @@ def main(args: Args):
     q_network = QNetwork(obs_dim, int(envs.single_action_space.n)).to(device)
     optimizer = optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=1e-8)
     target_network = QNetwork(obs_dim, int(envs.single_action_space.n)).to(device)
-    if args.model_path is not None:  # evaluate (or collect a dataset with) saved weights, no training
+    training = args.model_path is None
+    if not training:  # evaluate saved weights (and collect a dataset with them) instead of training
         try:
             q_network.load_state_dict(torch.load(args.model_path, map_location=device))
         except Exception as e:
             fail(f"--model-path {args.model_path}: {e}")
+        if args.save_dataset is None:
+            args.num_iterations = 0
     target_network.load_state_dict(q_network.state_dict())
-    train = args.model_path is None
-    num_steps = args.total_timesteps if train or args.save_dataset else 0
     if args.track:
         import wandb
 
@@ -376,19 +390,18 @@ def main(args: Args):
     act = make_act(q_network)
     update_step = make_update_step(q_network, target_network, optimizer, args, timer if args.profile_update else None)
     target_update, tau = make_target_update(q_network, target_network), args.tau
+    rb = ReplayBuffer(args.buffer_size, obs_dim)  # in numpy: the env speaks numpy; one conversion per batch
 
-    # Replay storage in numpy: the env speaks numpy; one conversion per sampled batch
-    rb = ReplayBuffer(args.buffer_size, obs_dim)
-
-    global_step, episode_returns, eval_returns, complete, error = 0, [], None, False, None
+    env_steps, episode_returns, eval_returns, complete, error, stats = 0, [], None, False, None, None
     start_time = last_print = time.time()
     try:
         obs, _ = envs.reset(seed=args.seed)
         envs.single_action_space.seed(args.seed)
 
-        for global_step in range(num_steps):
+        for iteration in range(args.num_iterations):
+            global_step = iteration * args.num_envs  # CleanRL's loop index (with its one env)
             with timer("inference"):
-                epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step) if train else args.end_e
+                epsilon = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step) if training else args.end_e
                 if random.random() < epsilon:
                     actions = np.array([envs.single_action_space.sample() for _ in range(envs.num_envs)])
                 else:
@@ -400,42 +413,39 @@ def main(args: Args):
                     episode_returns.append(float(r))
                     writer.add_scalar("charts/episodic_return", r, global_step)
                     writer.add_scalar("charts/episodic_length", length, global_step)
-            with timer("buffer"):
+            with timer("buffer"):  # next_obs is the reset one after an episode's end: add() reads final_obs
                 rb.add(obs, next_obs, actions, rewards, terminations, truncations, infos)
-            # TRY NOT TO MODIFY: CRUCIAL step easy to overlook
             obs = next_obs
+            env_steps += args.num_envs
 
-            if train and global_step > args.learning_starts:
-                if global_step % args.train_frequency == 0:
+            if training and global_step > args.learning_starts:
+                if iteration % args.train_frequency == 0:
                     with timer("buffer"):
-                        batch = [torch.as_tensor(b, device=device) for b in rb.sample(args.batch_size)]
+                        data = tuple(torch.as_tensor(x, device=device) for x in rb.sample(args.batch_size))
                     with timer("update_critic"):
-                        stats = update_step(*batch)
-                        sync_device(device)  # the sync: the step is done
-
-                    if global_step % 100 == 0:
-                        stats = stats.cpu().numpy()
-                        sps = int(global_step / (time.time() - start_time))
-                        writer.add_scalar("losses/td_loss", stats[0], global_step)
-                        writer.add_scalar("losses/q_values", stats[1], global_step)
-                        writer.add_scalar("charts/SPS", sps, global_step)
-                        timer.log(writer, global_step)
-                        if time.time() - last_print > 5:
-                            recent = np.mean(episode_returns[-20:]) if episode_returns else float("nan")
-                            print(f"global_step={global_step} episodic_return={recent:.1f} epsilon={epsilon:.3f} SPS={sps}")
-                            last_print = time.time()
-
-                # update target network
-                if global_step % args.target_network_frequency == 0:
+                        stats = update_step(*data)
+                        sync_device(device)
+                if iteration % args.target_network_frequency == 0:
                     with timer("target_update"):
                         target_update(tau)
                         sync_device(device)
-        global_step = num_steps
-        timer.log(writer, global_step)
+
+            if iteration % 100 == 0 or iteration == args.num_iterations - 1:
+                sps = int(env_steps / (time.time() - start_time))
+                if stats is not None:  # the statistics of the latest update, read once here
+                    td_loss_value, q_values = stats.cpu().numpy()
+                    writer.add_scalar("losses/td_loss", td_loss_value, global_step)
+                    writer.add_scalar("losses/q_values", q_values, global_step)
+                writer.add_scalar("charts/SPS", sps, global_step)
+                timer.log(writer, global_step)
+                if iteration in (0, args.num_iterations - 1) or time.time() - last_print > 5:
+                    recent = np.mean(episode_returns[-10:]) if episode_returns else float("nan")
+                    print(f"global_step={env_steps} episodic_return={recent:.1f} epsilon={epsilon:.3f} SPS={sps}")
+                    last_print = time.time()
 
         if args.save_dataset is not None:
-            np.savez(args.save_dataset, **rb.transitions())
-            print(f"{rb.size} transitions saved to {args.save_dataset}")
+            rb.save(args.save_dataset)
+            print(f"{len(rb)} transitions saved to {args.save_dataset}")
         if args.save_model:
             model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
             torch.save(q_network.state_dict(), model_path)
@@ -454,12 +464,12 @@ def main(args: Args):
         summary = {
             "framework": FRAMEWORK, "framework_version": torch.__version__, "device": device.type,
             "algo": ALGO, "env_id": args.env_id, "seed": args.seed, "total_timesteps": args.total_timesteps,
-            "global_step": global_step, "complete": complete, "error": error,
-            "started_at": start_time, "ended_at": start_time + wall_seconds, "wall_seconds": wall_seconds, "sps": global_step / wall_seconds if wall_seconds > 0 else 0.0,
+            "global_step": env_steps, "complete": complete, "error": error,
+            "started_at": start_time, "ended_at": start_time + wall_seconds, "wall_seconds": wall_seconds, "sps": env_steps / wall_seconds if wall_seconds > 0 else 0.0,
             "timing": args.timing, "profile_update": args.profile_update,
             "phases": {k: {"seconds": timer.totals[k], "calls": timer.counts[k]} for k in timer.totals},
-            "peak_rss_mb": peak_rss_mb(), "episodes": len(episode_returns), "final_return_window": 20,
-            "final_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
+            "peak_rss_mb": peak_rss_mb(), "episodes": len(episode_returns), "final_return_window": 10,
+            "final_return": float(np.mean(episode_returns[-10:])) if episode_returns else None,
             "eval_returns": eval_returns, "args": vars(args), "platform": platform_info(),
         }
         os.makedirs(run_dir, exist_ok=True)
