@@ -61,3 +61,17 @@ def assert_steps_match(mlx_after, torch_after, exact_after, initial, rtol=1e-5):
         assert step_size > 1e-6, f"{name} did not move: the steps test nothing"
         np.testing.assert_allclose(mlx_after[name] - initial[name], torch_after[name] - initial[name],
                                    atol=1e-3 * step_size, err_msg=name)
+
+
+def torch_state_to_mlx(t_module, m_module):
+    """torch_to_mlx for a module with buffers (an actor's action scale and bias): the whole
+    state_dict, into the MLX module's parameters, where the buffers are frozen arrays of the same name."""
+    t_state = {name: t.detach().numpy() for name, t in t_module.state_dict().items()}
+    m_names = [name for name, _ in mx_flat(m_module.parameters())]
+    assert sorted(torch_name(n) for n in m_names) == sorted(t_state)
+    m_module.load_weights([(n, mx.array(t_state[torch_name(n)])) for n in m_names])
+
+
+def mlx_trainable_params(module):
+    """mlx_params without the frozen arrays (torch's buffers): what torch_params lists."""
+    return {torch_name(name): np.array(a).astype(np.float64) for name, a in mx_flat(module.trainable_parameters())}
