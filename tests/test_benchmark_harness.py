@@ -32,9 +32,9 @@ def run_ppo(runs_dir, *options, passthrough=TINY):
 
 @pytest.fixture(scope="module")
 def real_runs(tmp_path_factory):
-    """ppo in both frameworks, 2 seeds, 2 workers, plus dqn whose scripts do not exist yet."""
+    """ppo in both frameworks, 2 seeds, 2 workers, plus a stem with no script."""
     runs_dir = tmp_path_factory.mktemp("bench") / "runs"
-    status, output = harness("run", "--algos", "ppo", "dqn", "--seeds", 2, "--workers", 2, "--total-timesteps", STEPS,
+    status, output = harness("run", "--algos", "ppo", "nosuch", "--seeds", 2, "--workers", 2, "--total-timesteps", STEPS,
                              "--runs-dir", runs_dir, *TINY)
     return runs_dir, status, output
 
@@ -45,7 +45,7 @@ def test_run_launches_every_seed_and_framework(real_runs):
     found = sorted((s["framework"], s["seed"], s["complete"], s["total_timesteps"]) for s in summaries(runs_dir))
     assert found == [("mlx", 1, True, 1024), ("mlx", 2, True, 1024), ("torch", 1, True, 1024), ("torch", 2, True, 1024)]
     assert all(s["args"]["num_envs"] == 2 and s["args"]["num_steps"] == 64 for s in summaries(runs_dir))  # passed through
-    assert "no script cleanrl_mlx/dqn_mlx.py yet" in output and "no script torch_reference/dqn_torch.py yet" in output
+    assert "no script cleanrl_mlx/nosuch_mlx.py yet" in output and "no script torch_reference/nosuch_torch.py yet" in output
     assert "[4/4 done, 0 running, 0 failed" in output
     # 2 workers: the CPU count is split between them and recorded
     assert {s["platform"]["threads"]["OMP_NUM_THREADS"] for s in summaries(runs_dir)} == {PARALLEL_THREADS}
@@ -100,9 +100,9 @@ def test_failed_run_is_reported_and_the_others_still_run(tmp_path):
 
 
 def test_missing_scripts_only_is_a_clear_error(tmp_path):
-    status, output = harness("run", "--algos", "dqn", "--total-timesteps", 1000, "--runs-dir", tmp_path)
+    status, output = harness("run", "--algos", "nosuch", "--total-timesteps", 1000, "--runs-dir", tmp_path)
     assert status == 2
-    assert "no script cleanrl_mlx/dqn_mlx.py yet" in output and "nothing to run" in output
+    assert "no script cleanrl_mlx/nosuch_mlx.py yet" in output and "nothing to run" in output
     assert "Traceback" not in output
 
 
