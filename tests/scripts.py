@@ -1,6 +1,7 @@
 """Helpers the tests share: find, import and run a script of either framework, read its run folder."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -57,15 +58,16 @@ def run_dirs(runs_dir) -> list:
     return sorted(p for p in Path(runs_dir).iterdir() if p.is_dir())
 
 
-def read_run(run_dir):
-    """(summary.json as a dict, {tag: [values in step order]}) of one run folder."""
-    import json
-
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+def read_scalars(run_dir) -> dict:
+    """{tag: [values in step order]} of a run folder's TensorBoard events."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
-    scalars = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-    return summary, scalars
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def read_run(run_dir):
+    """(summary.json as a dict, {tag: [values in step order]}) of one run folder."""
+    return json.loads((Path(run_dir) / "summary.json").read_text()), read_scalars(run_dir)
 
 
 def only_run(runs_dir):
