@@ -1,4 +1,5 @@
-"""DQN twins: smoke, saved model, dataset, parity, replay buffer, determinism, learning, bad input."""
+"""DQN twins: smoke, saved model, dataset, --profile-update, parity, replay buffer, determinism,
+learning, bad input."""
 
 import copy
 
@@ -98,6 +99,15 @@ def test_dataset_keys_shapes_and_true_next_observations(smoke):
     last = data["next_observations"][done]
     assert np.all((np.abs(last[:, 0]) > 2.4) | (np.abs(last[:, 2]) > 0.2094))
     assert np.all(np.abs(data["observations"][1:][done[:-1]]) <= 0.05)
+
+
+def test_profile_update_splits_the_q_update(tmp_path):
+    run_script("dqn", "mlx", tmp_path, *TINY, "--profile-update", env=ONE_THREAD)
+    summary, scalars = only_run(tmp_path)
+    parts = [summary["phases"][f"update/{part}"] for part in ("forward_loss", "backward", "optimizer")]
+    assert summary["profile_update"] and all(p["calls"] == 99 and p["seconds"] > 0 for p in parts)
+    assert sum(p["seconds"] for p in parts) <= summary["phases"]["update_critic"]["seconds"]
+    assert "time/update/backward" in scalars
 
 
 # ---------------------------------------------------------------- parity

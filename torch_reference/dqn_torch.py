@@ -169,7 +169,7 @@ def make_envs(env_id, num_envs, capture_video=False, video_dir=""):
             [make_env(env_id, i, capture_video, video_dir) for i in range(num_envs)],
             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         )
-    except gym.error.Error as e:
+    except (gym.error.Error, ImportError) as e:  # ImportError: e.g. an env whose package is missing
         fail(f"--env-id {env_id}: {e}")
     if not isinstance(envs.single_action_space, gym.spaces.Discrete):
         envs.close()
