@@ -250,7 +250,8 @@ def check_actor_parity(stem, twins, batch):
 @one_torch_thread()
 def check_steps(stem, names, args, with_noise, profile):
     """Parameters of every network (targets included) after 6 updates of the critic and 3 of the
-    actor and targets: MLX's within 1e-5 of a float64 torch run (or as close as torch's float32)."""
+    actor and targets: MLX's within 1e-5 of a float64 torch run (or as close as torch's float32).
+    Returns the MLX timer (profile=True: the update's parts)."""
     T, M = load_script(stem, "torch"), load_script(stem, "mlx")
     twins = make_twins(stem, names)
     batches, noises = make_batches(6)
@@ -262,12 +263,15 @@ def check_steps(stem, names, args, with_noise, profile):
                 noises and [torch.as_tensor(z, dtype=torch.float64) for z in noises], "torch")
     t_losses = run_updates(T, t_nets, args, [to_torch(b) for b in batches],
                            noises and [torch.as_tensor(z) for z in noises], "torch")
+    timer = M.PhaseTimer(enabled=profile)
     m_losses = run_updates(M, m_nets, args, [to_mlx(b) for b in batches], noises and [mx.array(z) for z in noises],
-                           "mlx", M.PhaseTimer() if profile else None)
+                           "mlx", timer if profile else None)
     np.testing.assert_allclose(m_losses, t_losses, rtol=1e-5, atol=1e-6)
     for name in names:
         assert_steps_match(mlx_trainable_params(m_nets[name]), torch_params(t_nets[name]),
                            torch_params(exact_nets[name]), initial[name])
+    if profile:  # 6 critic and 3 actor updates, each split in three
+        assert timer.counts == {f"update/{part}": 9 for part in ("forward_loss", "backward", "optimizer")}, timer.counts
 
 
 # ---------------------------------------------------------------- learning, bad input
