@@ -1,4 +1,4 @@
-"""Command line: python -m benchmark {run,speed,report,wandb-report} ... (--help on each)."""
+"""Command line: python -m benchmark {run,speed,dataset,report,wandb-report} ... (--help on each)."""
 
 import argparse
 import os
@@ -67,6 +67,30 @@ def parser():
     sp.add_argument("--out", type=Path, default=None, help="also write the markdown to this file, e.g. speed.md")
     sp.add_argument("--force", action="store_true", help="rerun runs that are already complete")
     sp.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+
+    ds = sub.add_parser("dataset", help="make an offline dataset (.npz) for cql / cql_discrete, with a JSON of how",
+                        description="Make an offline dataset: random actions, the replay buffer of the project's own "
+                                    "SAC (Box) or DQN (Discrete) script, or rollouts of a partly (medium) or fully "
+                                    "(expert) trained one. Writes OUT and OUT's .json (how it was made, the "
+                                    "behaviour policy's and a random policy's mean return). Arguments after `--` "
+                                    "pass through to the source script's training run.")
+    ds.add_argument("--env-id", default="Pendulum-v1", help="gymnasium id (default: Pendulum-v1)")
+    ds.add_argument("--kind", choices=["random", "replay", "medium", "expert"], required=True)
+    ds.add_argument("--size", type=positive, required=True, help="transitions in the dataset")
+    ds.add_argument("--out", type=Path, required=True, help="the .npz to write (its .json goes beside it)")
+    ds.add_argument("--seed", type=int, default=1, help="seed of the env, the actions and the source runs (default: 1)")
+    ds.add_argument("--framework", choices=list(launch.SCRIPT_DIRS), default="mlx",
+                    help="which twin runs the source script (default: mlx)")
+    ds.add_argument("--train-steps", type=positive, default=None,
+                    help="medium/expert: training budget of the behaviour policy (default: per kind, see "
+                         "benchmark/dataset.py)")
+    ds.add_argument("--model-path", type=Path, default=None,
+                    help="medium/expert: roll out this saved model (--save-model of sac/dqn) instead of training one")
+    ds.add_argument("--runs-dir", type=Path, default=Path("runs-dataset"),
+                    help="where the source runs go (default: runs-dataset)")
+    ds.add_argument("--reference-episodes", type=positive, default=10,
+                    help="episodes of the random policy whose mean return the JSON records (default: 10)")
+    ds.add_argument("--quiet", action="store_true", help="hide the source runs' progress lines")
 
     rep = sub.add_parser("report", help="README.md and figures from a runs folder")
     rep.add_argument("runs_dir", type=Path, help="the folder holding the run folders, e.g. runs/")
@@ -204,8 +228,13 @@ def main(argv=None) -> int:
     if args.command == "speed":
         command = ["python", "-m", "benchmark", *argv, *(["--", *passthrough] if passthrough else [])]
         return cmd_speed(args, passthrough, shlex.join(command))
+    if args.command == "dataset":
+        from . import dataset
+
+        command = ["python", "-m", "benchmark", *argv, *(["--", *passthrough] if passthrough else [])]
+        return dataset.main(args, passthrough, shlex.join(command))
     if passthrough:
-        parser().error(f"`--` arguments are for `run` and `speed` only, got {' '.join(passthrough)}")
+        parser().error(f"`--` arguments are for `run`, `speed` and `dataset` only, got {' '.join(passthrough)}")
     return cmd_report(args) if args.command == "report" else cmd_wandb_report(args)
 
 

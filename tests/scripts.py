@@ -74,3 +74,45 @@ def only_run(runs_dir):
     dirs = run_dirs(runs_dir)
     assert len(dirs) == 1, f"expected one run folder, found {[d.name for d in dirs]}"
     return read_run(dirs[0])
+
+
+def make_dataset(out, env_id, kind, size, *passthrough, seed=1, timeout=900):
+    """`python -m benchmark dataset` as a user would run it (one thread: tests run side by side);
+    returns the JSON written beside the .npz, as a dict."""
+    import json
+
+    extra = ["--", *map(str, passthrough)] if passthrough else []
+    cmd = [sys.executable, "-m", "benchmark", "dataset", "--env-id", env_id, "--kind", kind, "--size", str(size),
+           "--out", str(out), "--seed", str(seed), "--runs-dir", str(Path(out).parent / "dataset-runs"), "--quiet", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=os.environ | ONE_THREAD)
+    assert proc.returncode == 0, f"dataset failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return json.loads(Path(out).with_suffix(".json").read_text())
+
+
+def bad_datasets(good, folder):
+    """[(path, the key its one-line error must name)]: copies of the .npz `good`, each broken in one
+    way (a missing key, a wrong shape, a length mismatch, NaN, inf, a non-0/1 done, out-of-space
+    actions), and a file that is no .npz; for the offline scripts' loaders."""
+    import numpy as np
+
+    data = dict(np.load(good))
+    n, folder = len(data["rewards"]), Path(folder)
+    cases = {
+        "missing_actions": ({k: v for k, v in data.items() if k != "actions"}, "actions"),
+        "observations_shape": (data | {"observations": data["observations"][:, :-1]}, "observations"),
+        "next_observations_length": (data | {"next_observations": data["next_observations"][:-1]}, "next_observations"),
+        "rewards_length": (data | {"rewards": data["rewards"][: n // 2]}, "rewards"),
+        "rewards_nan": (data | {"rewards": np.where(np.arange(n) == 3, np.nan, data["rewards"])}, "rewards"),
+        "observations_inf": (data | {"observations": np.where(np.arange(n)[:, None] == 5, np.inf, data["observations"])}, "observations"),
+        "dones_values": (data | {"dones": np.full(n, 2.0, np.float32)}, "dones"),
+        "timeouts_length": (data | {"timeouts": data["timeouts"][1:]}, "timeouts"),
+        "actions_shape": (data | {"actions": np.stack([data["actions"]] * 2, axis=-1).reshape(n, -1)[:, :2]}, "actions"),
+        "actions_space": (data | {"actions": data["actions"] * 0 + 7}, "actions"),
+    }
+    out = []
+    for name, (arrays, key) in cases.items():
+        path = folder / f"{name}.npz"
+        np.savez(path, **arrays)
+        out.append((path, key))
+    (folder / "not_npz.npz").write_text("no zip here")
+    return out + [(folder / "not_npz.npz", ".npz")]
