@@ -68,6 +68,20 @@ def ppo_twins(T, M, agent_args, obs_dim, draw_actions, prepare=None):
     return t_agent, m_agent, t_batch, m_batch
 
 
+def away_from_init(t_agent, output_layer):
+    """Give a torch agent the scales of a trained one: biases off zero, the policy's output layer
+    (gain 0.01 at init) 30x larger. assert_steps_match measures errors relative to each tensor's
+    largest value; a bias 3 Adam steps away from zero has a scale of 3 learning rates, and at that
+    scale the float32 noise of gradients near the optimizer's eps (the same noise in both
+    frameworks) reads as 1e-6..1e-5: the 3x-torch allowance then decides by luck."""
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in t_agent.named_parameters():
+            if name.endswith("bias"):
+                p.add_(0.1 * torch.randn(p.shape, generator=generator))
+        output_layer.weight.mul_(30)
+
+
 def check_loss_and_gradients(t_loss, m_loss, twins, args, rtol=1e-5):
     """The same loss statistics and gradients from both twins' loss functions; returns torch's outputs."""
     t_agent, m_agent, t_batch, m_batch = twins
@@ -92,24 +106,34 @@ def three_torch_steps(T, agent, batch, args, order):
     return np.array(stats), torch_params(agent)
 
 
+def assert_stats_match(mlx_stats, torch_stats, exact_stats, rtol=1e-5, atol=1e-7):
+    """Loss statistics after optimiser steps: MLX's within rtol of the float64 run's, or no further from
+    them than 3x torch's own float32 error. old_approx_kl, a mean of new - old log-probabilities
+    ~100x smaller than either, is 1e-5..1e-4 off in float32 in torch too (a Gaussian's log-probs)."""
+    mlx_error, torch_error = np.abs(mlx_stats - exact_stats), np.abs(torch_stats - exact_stats)
+    allowed = np.maximum(rtol * np.abs(exact_stats) + atol, 3 * torch_error)
+    assert (mlx_error <= allowed).all(), (mlx_stats, torch_stats, exact_stats)
+
+
 def check_three_clipped_adam_steps(T, M, twins, profile):
-    """PPO's update step: 3 minibatches of 128 with the learning rate annealed; statistics against
-    torch's, parameters against a float64 torch run (parity.assert_steps_match)."""
+    """PPO's update step: 3 minibatches of 128 with the learning rate annealed; statistics and
+    parameters against a float64 torch run (assert_stats_match, parity.assert_steps_match)."""
     t_agent, m_agent, t_batch, m_batch = twins
     args = M.Args(batch_size=512, minibatch_size=128)
     order = np.random.default_rng(1).permutation(512)
     initial = torch_params(t_agent)
     exact_batch = tuple(b.double() if b.is_floating_point() else b for b in t_batch)
-    _, exact = three_torch_steps(T, copy.deepcopy(t_agent).double(), exact_batch, args, order)  # float64
+    exact_stats, exact = three_torch_steps(T, copy.deepcopy(t_agent).double(), exact_batch, args, order)  # float64
     t_stats, t_params = three_torch_steps(T, t_agent, t_batch, args, order)
 
     m_opt = M.Adam(learning_rate=args.learning_rate, eps=1e-5)
     m_opt.init(m_agent.trainable_parameters())
     m_step = M.make_update_step(m_agent, m_opt, args, M.PhaseTimer() if profile else None)
+    m_stats = []
     for k in range(3):
         m_opt.learning_rate = (1.0 - k / 3) * args.learning_rate
-        m_stats = m_step(m_batch, mx.array(order[k * 128 : (k + 1) * 128]))
-        np.testing.assert_allclose(np.array(m_stats), t_stats[k], rtol=1e-5, atol=1e-7)
+        m_stats.append(np.array(m_step(m_batch, mx.array(order[k * 128 : (k + 1) * 128]))))
+    assert_stats_match(np.array(m_stats), t_stats, exact_stats)
     # 1e-6, tighter than the 1e-5 asked: MLX's own Adam (float32 bias correction) is 7e-6 off
     assert_steps_match(mlx_params(m_agent), t_params, exact, initial, rtol=1e-6)
 
@@ -173,12 +197,9 @@ def check_bad_input(stem, framework, tmp_path, flags, names):
 
 
 # ---------------------------------------------------------------- learning
-def final_returns_side_by_side(stem, tmp_path, *flags):
-    """Train both twins at once (the machine has 2 cores); {framework: mean of its last 20 episodes}.
-    One thread each: on a busy 2-core machine torch's default thread pool ran A2C ~10x slower."""
+def train_side_by_side(stem, tmp_path, *flags):
+    """Train both twins at once (the machine has 2 cores; run_parallel gives each one thread):
+    {framework: its episodic returns, in order}."""
     jobs = [(stem, fw, tmp_path / fw, *flags) for fw in FRAMEWORKS]
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            mp.setenv(name, "1")
-        run_parallel(jobs)
-    return {job[1]: only_run(job[2])[0]["final_return"] for job in jobs}
+    run_parallel(jobs)
+    return {job[1]: np.array(only_run(job[2])[1]["charts/episodic_return"]) for job in jobs}
