@@ -142,8 +142,10 @@ def check_args(args: Args):
         fail(f"--model-path {args.model_path}: no such file")
     if args.save_dataset is not None:
         folder = os.path.dirname(args.save_dataset) or "."
-        if not os.path.isdir(folder) or os.path.isdir(args.save_dataset):
-            fail(f"--save-dataset {args.save_dataset}: the folder {folder} does not exist or the path is a folder")
+        if os.path.isdir(args.save_dataset):
+            fail(f"--save-dataset {args.save_dataset} is a folder: name the .npz file to write")
+        if not os.path.isdir(folder):
+            fail(f"--save-dataset {args.save_dataset}: the folder {folder} does not exist")
 
 
 def make_env(env_id, idx, capture_video, video_dir):
