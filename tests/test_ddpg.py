@@ -73,7 +73,6 @@ def test_mujoco_hopper_runs(tmp_path):
 @pytest.mark.parametrize("flags, names", [
     (("--env-id", "CartPole-v1"), "--env-id CartPole-v1"),
     (("--save-dataset", "missing/data.npz"), "--save-dataset missing/data.npz"),
-    (("--policy-frequency", 0), "--policy-frequency"),
 ])
 def test_bad_input_stops_with_one_line(framework, flags, names, tmp_path):
     offpolicy.check_bad_input(STEM, framework, flags, names, tmp_path)
