@@ -272,16 +272,23 @@ class Agent(nn.Module):
 class Adam(optim.Adam):
     """torch.optim.Adam's update. MLX's Adam forms 1 - beta2**t in float32, where beta2 = 0.999
     rounds to 0.99900001: the first steps come out 6e-6 too small. -expm1(t * log(beta)) is exact
-    to float32 precision, as torch's double-precision bias correction."""
+    to float32 precision, as torch's double-precision bias correction. The corrections are formed
+    once per step, not in apply_single: there mx.compile fuses them into every parameter's
+    element-wise kernel, one expm1 per element (SAC's critic steps ran about 1.4x slower)."""
+
+    def apply_gradients(self, gradients, parameters):
+        step = (self.step + 1).astype(mx.float32)  # the step this update makes
+        b1, b2 = self.betas
+        self._step_size = self.learning_rate / -mx.expm1(step * math.log(b1))
+        self._bias_correction2_sqrt = mx.sqrt(-mx.expm1(step * math.log(b2)))
+        return super().apply_gradients(gradients, parameters)
 
     def apply_single(self, gradient, parameter, state):
         b1, b2 = self.betas
         state["m"] = m = b1 * state["m"] + (1 - b1) * gradient
         state["v"] = v = b2 * state["v"] + (1 - b2) * mx.square(gradient)
-        step = self.step.astype(mx.float32)
-        bias_correction1, bias_correction2 = -mx.expm1(step * math.log(b1)), -mx.expm1(step * math.log(b2))
-        denom = mx.sqrt(v) / mx.sqrt(bias_correction2) + self.eps
-        return parameter - (self.learning_rate / bias_correction1) * m / denom
+        denom = mx.sqrt(v) / self._bias_correction2_sqrt + self.eps
+        return parameter - self._step_size * m / denom
 
 
 def compute_gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
