@@ -19,7 +19,6 @@ Arguments after `--` pass through to the source script's training run (replay, m
 
 import datetime
 import json
-import os
 import shlex
 import subprocess
 import sys

@@ -305,8 +305,6 @@ def test_both_twins_learn_pendulum_offline(tmp_path):
     ((), "--dataset is required"),
     (("--dataset", "missing.npz"), "--dataset missing.npz: no such file"),
     (("--env-id", "CartPole-v1"), "--env-id CartPole-v1"),
-    (("--cql-n-actions", 0), "--cql-n-actions"),
-    (("--tau", 0), "--tau"),
     (("bad_key",), "key 'actions'"),
 ])
 def test_bad_input_stops_with_one_line(framework, flags, names, random_data, tmp_path):
@@ -318,3 +316,19 @@ def test_bad_input_stops_with_one_line(framework, flags, names, random_data, tmp
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and names in lines[0], proc.stderr
     assert not (tmp_path / "runs").exists(), "nothing may be written before the check"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("fields, names", [
+    ({"cql_n_actions": 0}, "--cql-n-actions"),
+    ({"tau": 0.0}, "--tau"),
+    ({"cql_temp": 0.0}, "--cql-temp"),
+    ({"batch_size": 0}, "--batch-size"),
+    ({"alpha": -1.0}, "--alpha"),
+])
+def test_check_args_names_the_flag(framework, fields, names, random_data):
+    """check_args, in-process (the subprocess cases above show it runs before anything is written)."""
+    args = SCRIPTS[framework].Args(dataset=str(random_data), **fields)
+    with pytest.raises(SystemExit) as stop:
+        SCRIPTS[framework].check_args(args)
+    assert names in str(stop.value) and "\n" not in str(stop.value)

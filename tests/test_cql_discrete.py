@@ -214,9 +214,6 @@ def test_both_twins_learn_cartpole_offline(tmp_path):
     ((), "--dataset is required"),
     (("--dataset", "missing.npz"), "--dataset missing.npz: no such file"),
     (("--env-id", "Pendulum-v1"), "--env-id Pendulum-v1"),
-    (("--total-timesteps", 0), "--total-timesteps"),
-    (("--cql-alpha", -1), "--cql-alpha"),
-    (("--model-path", "missing.safetensors"), "--model-path"),
     (("bad_key",), "key 'actions'"),
 ])
 def test_bad_input_stops_with_one_line(framework, flags, names, random_data, tmp_path):
@@ -228,3 +225,19 @@ def test_bad_input_stops_with_one_line(framework, flags, names, random_data, tmp
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and names in lines[0], proc.stderr
     assert not (tmp_path / "runs").exists(), "nothing may be written before the check"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("fields, names", [
+    ({"total_timesteps": 0}, "--total-timesteps"),
+    ({"cql_alpha": -1.0}, "--cql-alpha"),
+    ({"model_path": "missing.safetensors"}, "--model-path"),
+    ({"gamma": 1.5}, "--gamma"),
+    ({"eval_freq": 0}, "--eval-freq"),
+])
+def test_check_args_names_the_flag(framework, fields, names, random_data):
+    """check_args, in-process (the subprocess cases above show it runs before anything is written)."""
+    args = SCRIPTS[framework].Args(dataset=str(random_data), **fields)
+    with pytest.raises(SystemExit) as stop:
+        SCRIPTS[framework].check_args(args)
+    assert names in str(stop.value) and "\n" not in str(stop.value)

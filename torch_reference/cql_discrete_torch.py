@@ -308,27 +308,6 @@ def sync_device(device):
         torch.mps.synchronize()
 
 
-def pick_device(name, allow_cuda=True):
-    """auto: cuda, then mps, then cpu; gpu: cuda or mps. A device that is not here stops the run."""
-    cuda, mps = allow_cuda and torch.cuda.is_available(), torch.backends.mps.is_available()
-    gpu = "cuda" if cuda else "mps" if mps else None
-    if name == "auto":
-        name = gpu or "cpu"
-    elif name == "gpu":
-        name = gpu or fail("--device gpu: torch sees no CUDA or MPS device here")
-    elif (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        fail(f"--device {name}: torch sees no {name} device here")
-    return torch.device(name)
-
-
-def sync_device(device):
-    """Wait for the device's queued work: a clock read before it measures only the launch."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def evaluate(q_network, env_id, eval_episodes, seed, capture_video=False, video_dir=""):
     """Episodic returns of the greedy policy over eval_episodes, from the same seed each time."""
     envs = make_envs(env_id, 1, capture_video, video_dir)
