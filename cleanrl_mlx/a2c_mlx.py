@@ -1,6 +1,7 @@
 """A2C in MLX with Stable-Baselines3's defaults: synchronous advantage actor-critic, one RMSprop step
 per rollout of 5 steps x 8 envs, for discrete (Categorical) and continuous (Gaussian with a
 state-independent log-std) action spaces alike. Flags and logs in the style of CleanRL's scripts.
+As in SB3, an episode cut by a time limit bootstraps from the value of its true last observation.
 
 Run:  python cleanrl_mlx/a2c_mlx.py --env-id CartPole-v1 --seed 3
       python cleanrl_mlx/a2c_mlx.py --env-id Pendulum-v1   (continuous actions, the same script)

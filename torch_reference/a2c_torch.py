@@ -1,6 +1,7 @@
 """A2C in PyTorch with Stable-Baselines3's defaults: synchronous advantage actor-critic, one RMSprop step
 per rollout of 5 steps x 8 envs, for discrete (Categorical) and continuous (Gaussian with a
 state-independent log-std) action spaces alike. Flags and logs in the style of CleanRL's scripts.
+As in SB3, an episode cut by a time limit bootstraps from the value of its true last observation.
 
 Run:  python torch_reference/a2c_torch.py --env-id CartPole-v1 --seed 3
       python torch_reference/a2c_torch.py --env-id Pendulum-v1   (continuous actions, the same script)
