@@ -116,3 +116,16 @@ def bad_datasets(good, folder):
         out.append((path, key))
     (folder / "not_npz.npz").write_text("no zip here")
     return out + [(folder / "not_npz.npz", ".npz")]
+
+
+def check_offline_bad_input(stem, framework, flags, names, dataset, tmp_path):
+    """An offline script given `flags` stops with one line containing `names`, writing nothing.
+    ("bad_key",) stands for a dataset that lacks a key; ("--env-id", X) gets the good dataset."""
+    if flags == ("bad_key",):
+        flags = ("--dataset", bad_datasets(dataset, tmp_path)[0][0])
+    elif flags[:1] == ("--env-id",):
+        flags = flags + ("--dataset", dataset)
+    proc = run_script(stem, framework, tmp_path / "runs", *flags, check=False, env=ONE_THREAD)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and names in lines[0], proc.stderr
+    assert not (tmp_path / "runs").exists(), "nothing may be written before the check"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from parity import assert_close, assert_steps_match, mlx_params, torch_params, torch_to_mlx
-from scripts import (FRAMEWORKS, ONE_THREAD, bad_datasets, load_script, make_dataset, only_run, run_dirs, run_parallel,
+from scripts import (FRAMEWORKS, ONE_THREAD, bad_datasets, check_offline_bad_input, load_script, make_dataset, only_run, run_dirs, run_parallel,
                      run_script)
 
 STEM = "cql_discrete"
@@ -217,14 +217,7 @@ def test_both_twins_learn_cartpole_offline(tmp_path):
     (("bad_key",), "key 'actions'"),
 ])
 def test_bad_input_stops_with_one_line(framework, flags, names, random_data, tmp_path):
-    if flags == ("bad_key",):
-        flags = ("--dataset", bad_datasets(random_data, tmp_path)[0][0])
-    elif flags[:1] == ("--env-id",):
-        flags = flags + ("--dataset", random_data)
-    proc = run_script(STEM, framework, tmp_path / "runs", *flags, check=False, env=ONE_THREAD)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0 and len(lines) == 1 and names in lines[0], proc.stderr
-    assert not (tmp_path / "runs").exists(), "nothing may be written before the check"
+    check_offline_bad_input(STEM, framework, flags, names, random_data, tmp_path)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
