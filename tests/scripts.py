@@ -129,3 +129,12 @@ def check_offline_bad_input(stem, framework, flags, names, dataset, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and names in lines[0], proc.stderr
     assert not (tmp_path / "runs").exists(), "nothing may be written before the check"
+
+
+def twice_per_twin(stem, folder, *args):
+    """Each twin run twice with the same arguments, the two twins side by side:
+    {framework: [first run's runs dir, second's]}, for smoke and determinism tests."""
+    folders = {fw: [Path(folder) / f"{fw}-{i}" for i in range(2)] for fw in FRAMEWORKS}
+    for i in range(2):
+        run_parallel([(stem, fw, folders[fw][i], *args) for fw in FRAMEWORKS])
+    return folders

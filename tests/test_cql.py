@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from parity import assert_close, assert_steps_match, mlx_trainable_params, torch_params, torch_state_to_mlx
-from scripts import (FRAMEWORKS, ONE_THREAD, bad_datasets, check_offline_bad_input, load_script, make_dataset, only_run, run_dirs, run_parallel,
+from scripts import (FRAMEWORKS, ONE_THREAD, bad_datasets, check_offline_bad_input, twice_per_twin, load_script, make_dataset, only_run, run_dirs, run_parallel,
                      run_script)
 
 STEM = "cql"
@@ -27,15 +27,6 @@ ACT_DIM, N_ACTIONS, BATCH = len(LOW), 3, 32
 SEED = 6
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Small tensors: a busy machine stalls torch's thread pool, one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def random_data(tmp_path_factory):
     """400 transitions of random actions on Pendulum-v1, made by `python -m benchmark dataset`."""
@@ -49,11 +40,7 @@ def random_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_runs(random_data, tmp_path_factory):
     """Each twin twice with the same seed, two at a time: {framework: [folder, folder]}."""
-    tmp = tmp_path_factory.mktemp("tiny")
-    folders = {fw: [tmp / f"{fw}-{i}" for i in range(2)] for fw in FRAMEWORKS}
-    for i in range(2):
-        run_parallel([(STEM, fw, folders[fw][i], "--dataset", random_data, *TINY, "--save-model") for fw in FRAMEWORKS])
-    return folders
+    return twice_per_twin(STEM, tmp_path_factory.mktemp("tiny"), "--dataset", random_data, *TINY, "--save-model")
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

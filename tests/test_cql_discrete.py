@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from parity import assert_close, assert_steps_match, mlx_params, torch_params, torch_to_mlx
-from scripts import (FRAMEWORKS, ONE_THREAD, bad_datasets, check_offline_bad_input, load_script, make_dataset, only_run, run_dirs, run_parallel,
+from scripts import (FRAMEWORKS, ONE_THREAD, bad_datasets, check_offline_bad_input, twice_per_twin, load_script, make_dataset, only_run, run_dirs, run_parallel,
                      run_script)
 
 STEM = "cql_discrete"
@@ -19,15 +19,6 @@ SCRIPTS = {"mlx": M, "torch": T}
 PHASES = {"sample", "update_critic", "target_update", "evaluate"}
 # 300 gradient steps on 500 random transitions: target copies at 100, 200, 300; evaluations at 150, 300
 TINY = ("--total-timesteps", 300, "--target-network-frequency", 100, "--eval-freq", 150, "--eval-episodes", 2)
-
-
-@pytest.fixture
-def one_torch_thread():
-    """Tiny tensors: a busy machine stalls torch's thread pool, one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +34,7 @@ def random_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_runs(random_data, tmp_path_factory):
     """Each twin twice with the same seed, two at a time: {framework: [folder, folder]}."""
-    tmp = tmp_path_factory.mktemp("tiny")
-    folders = {fw: [tmp / f"{fw}-{i}" for i in range(2)] for fw in FRAMEWORKS}
-    for i in range(2):
-        run_parallel([(STEM, fw, folders[fw][i], "--dataset", random_data, *TINY, "--save-model") for fw in FRAMEWORKS])
-    return folders
+    return twice_per_twin(STEM, tmp_path_factory.mktemp("tiny"), "--dataset", random_data, *TINY, "--save-model")
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

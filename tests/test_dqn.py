@@ -21,15 +21,6 @@ PHASES = {"inference", "env_step", "buffer", "update_critic", "target_update"}
 KEYS = ("observations", "actions", "rewards", "next_observations", "dones", "timeouts")
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny tensors: a busy machine stalls torch's 2-thread pool (50x slower), one thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------- smoke, saved model, dataset
 @pytest.fixture(scope="module", params=FRAMEWORKS)
 def smoke(request, tmp_path_factory):
