@@ -27,6 +27,8 @@ from tensorboardX import SummaryWriter
 
 
 BLAS = next((s.split("=", 1)[1] for s in torch.__config__.show().replace(",", "\n").split() if s.startswith("BLAS_INFO=")), "unknown")
+# denormal floats read and written as zero, as in the MLX twin (its flush_denormals says why)
+FLUSH_DENORMALS = torch.set_flush_denormal(True)
 FRAMEWORK, ALGO = "torch", "dqn"
 
 
@@ -342,7 +344,7 @@ def platform_info():
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     return {"python": platform.python_version(), "os": platform.platform(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "blas": BLAS, "threads": threads | {"torch": torch.get_num_threads()}}
+            "cpu_count": os.cpu_count(), "blas": BLAS, "flush_denormals": FLUSH_DENORMALS, "threads": threads | {"torch": torch.get_num_threads()}}
 
 
 def peak_rss_mb():
