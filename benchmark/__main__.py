@@ -62,7 +62,7 @@ def parser():
                       help="run the MLX side with OpenBLAS and with the reference BLAS, interleaved")
     sp.add_argument("--timing-check", action="store_true",
                     help="also run every pair with --no-timing and show SPS with the timers on and off")
-    sp.add_argument("--dataset", nargs="+", default=None, metavar="[STEM=]PATH",
+    sp.add_argument("--dataset", nargs="+", action="extend", default=None, metavar="[STEM=]PATH",
                     help="dataset of the offline stems (cql, cql_discrete), which are skipped without one")
     sp.add_argument("--out", type=Path, default=None, help="also write the markdown to this file, e.g. speed.md")
     sp.add_argument("--force", action="store_true", help="rerun runs that are already complete")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from benchmark import launch, speed
+from benchmark.__main__ import parser
 from benchmark_fixtures import harness, started_order, summaries, write_run
 
 STEPS = 10_000  # write_run's budget
@@ -123,6 +124,9 @@ def test_a_dataset_reaches_the_offline_stem_only(tmp_path, monkeypatch):
     assert commands["ppo"][-2:] == ["--dataset", str(dataset)] and "--dataset" not in commands["a2c"]
     plan = speed.make_plan(["ppo"], repeats=1, runs_dir=tmp_path, datasets=[str(tmp_path / "nothing.npz")])
     assert "is not a file" in plan.entries[0].skipped
+    # --dataset given once per stem collects them all, as one --dataset with several values does
+    for argv in (["--dataset", "cql=a.npz", "--dataset", "cql_discrete=b.npz"], ["--dataset", "cql=a.npz", "cql_discrete=b.npz"]):
+        assert parser().parse_args(["speed", *argv]).dataset == ["cql=a.npz", "cql_discrete=b.npz"]
 
 
 def test_reruns_reuse_only_runs_made_alone_with_the_same_settings(synthetic):
