@@ -179,8 +179,11 @@ def cmd_speed(args, passthrough, command) -> int:
     print("speed: one run at a time, MLX and PyTorch interleaved; " + speed.threads_setting(plan))
     try:
         status = speed.measure(plan, args.force, args.dry_run)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C (or `timeout -s INT`): the tables of the runs completed so far
+        if args.dry_run:
+            return 130
+        print("interrupted: the tables below hold the runs completed so far", file=sys.stderr)
+        status = 130
     if args.dry_run:
         return status
     lines, problems = speed.render(plan)

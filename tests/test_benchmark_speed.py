@@ -213,3 +213,14 @@ def test_real_tiny_speed_run_with_timing_check(tmp_path):
         ("mlx", False, {}, 2), ("torch", False, {}, 2)]
     status, output = harness(*argv)  # a rerun reuses all four
     assert status == 0 and "0 run(s) to do, 4 already complete" in output and "started" not in output
+
+
+def test_interrupted_speed_still_writes_the_tables_of_completed_runs(synthetic, tmp_path, monkeypatch):
+    def interrupted(plan, force=False, dry_run=False, out=print):
+        raise KeyboardInterrupt  # as Ctrl-C or `timeout -s INT` while a run is going
+
+    monkeypatch.setattr(speed, "measure", interrupted)
+    out = tmp_path / "speed.md"
+    status, output = harness(*speed_args(synthetic, "--out", out))
+    assert status == 130 and "interrupted: the tables below hold the runs completed so far" in output
+    assert f"| SPS, median [min – max] | {span(SPS['mlx'])} | {span(SPS['torch'])} |" in out.read_text()
