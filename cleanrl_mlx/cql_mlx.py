@@ -590,6 +590,8 @@ def main(args: Args):
         fail("--device gpu: MLX has no GPU backend here (Metal on macOS, mlx[cuda] on Linux)")
     use_gpu = args.device == "gpu" or (args.device == "auto" and mx.is_available(mx.gpu))
     mx.set_default_device(mx.gpu if use_gpu else mx.cpu)
+    if not use_gpu:  # MLX keeps only 32 MB of freed CPU buffers by default; a step that frees more (CQL's
+        mx.set_cache_limit(1 << 30)  # critic, ~100 MB) page-faults them back in: 71 -> 55 ms per step
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join(args.runs_dir, run_name)
     envs = make_envs(args.env_id, 1)  # the spaces the dataset must match; evaluations make their own
