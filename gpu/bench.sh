@@ -10,6 +10,7 @@
 # again. Tables and raw summaries go to $OUT.
 set -euo pipefail
 stage=${1:-gpu}
+case $stage in gpu | cpu) ;; *) echo "usage: bash gpu/bench.sh gpu|cpu" >&2; exit 2 ;; esac
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 if [ ! -d /tmp/site/mlx ]; then
@@ -31,16 +32,14 @@ speed() {  # speed <device> <runs dir> <table>: interrupted (SIGINT) in time to 
   timeout -s INT "$(( ${LIMIT_S:-570} - SECONDS ))" python3 -m benchmark speed --algos $algos --repeats "${REPEATS:-3}" \
     --runs-dir "$2" --out "$out/$3" -- --device "$1" || echo "speed on $1 stopped with status $?"
 }
-if [ "$stage" = gpu ]; then
-  # warm-up: MLX compiles its CUDA kernels on first use (about a minute on a fresh machine); the cache
-  # then serves every later process, so the timed runs measure steady-state work
-  if [ ! -d /tmp/warmup ]; then
-    python3 cleanrl_mlx/ppo_mlx.py --device gpu --total-timesteps 2048 --runs-dir /tmp/warmup > /dev/null
-    python3 cleanrl_mlx/dqn_mlx.py --device gpu --total-timesteps 1200 --learning-starts 1000 --runs-dir /tmp/warmup > /dev/null
-    python3 cleanrl_mlx/sac_mlx.py --device gpu --total-timesteps 700 --learning-starts 500 --runs-dir /tmp/warmup > /dev/null
-  fi
-  speed gpu /tmp/speed-gpu speed-gpu.md
-else
-  speed cpu /tmp/speed-cpu speed-cpu.md
+# warm-up on the stage's device: MLX compiles its kernels on first use (CUDA: about a minute on a
+# fresh machine; CPU: the system's g++, seconds) and caches them for every later process, so the
+# timed runs measure steady-state work; dqn's warm-up reaches its target update (every 500 steps)
+if [ ! -d "/tmp/warmup-$stage" ]; then
+  for script in "ppo_mlx.py --total-timesteps 2048" "dqn_mlx.py --total-timesteps 1200 --learning-starts 100" \
+                "sac_mlx.py --total-timesteps 700 --learning-starts 500"; do
+    python3 cleanrl_mlx/$script --device "$stage" --runs-dir "/tmp/warmup-$stage" > /dev/null
+  done
 fi
+speed "$stage" "/tmp/speed-$stage" "speed-$stage.md"
 tar czf "$out/summaries-$stage.tgz" /tmp/speed-$stage/*/*/summary.json 2>/dev/null || true
