@@ -54,7 +54,7 @@ def load_fast_blas() -> str:
         return "Accelerate (macOS)"
     if "mlx.core" in sys.modules:  # too late: MLX has bound its BLAS already
         return "reference BLAS (mlx[cpu] wheel; MLX was imported before this script)"
-    preloaded = [lib for lib in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":") if "blas" in lib.lower()]
+    preloaded = [lib for lib in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":") if "blas" in lib.lower() or "mkl" in lib.lower()]
     if preloaded:
         return f"LD_PRELOAD {os.path.basename(preloaded[0])}"
     if os.environ.get("CLEANRL_MLX_BLAS", "") == "reference":
@@ -138,21 +138,37 @@ class PhaseTimer:
     numpy conversion): MLX is lazy, and a clock around graph building measures nothing."""
 
     def __init__(self, enabled: bool = True):
-        self.enabled, self.totals, self.counts = enabled, {}, {}
+        self.enabled, self.totals, self.counts, self.phases = enabled, {}, {}, {}
 
     def __call__(self, name: str):
-        return self._phase(name) if self.enabled else contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def _phase(self, name: str):
-        start = time.perf_counter()
-        yield
-        self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
-        self.counts[name] = self.counts.get(name, 0) + 1
+        if not self.enabled:
+            return NO_PHASE
+        if name not in self.phases:
+            self.phases[name] = Phase(name, self.totals, self.counts)
+        return self.phases[name]
 
     def log(self, writer, step: int):
         for name, seconds in self.totals.items():
             writer.add_scalar(f"time/{name}", seconds, step)
+
+
+class Phase:
+    """One phase's clock, a plain context manager: 0.6 us a phase here, against 1.6 us generator-based."""
+
+    __slots__ = ("name", "totals", "counts", "start")
+
+    def __init__(self, name: str, totals: dict, counts: dict):
+        self.name, self.totals, self.counts, self.start = name, totals, counts, 0.0
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.totals[self.name] = self.totals.get(self.name, 0.0) + time.perf_counter() - self.start
+        self.counts[self.name] = self.counts.get(self.name, 0) + 1
+
+
+NO_PHASE = contextlib.nullcontext()  # what a disabled timer returns, for every phase
 
 
 def fail(message: str):
