@@ -1,4 +1,5 @@
-"""PPO twins: smoke, parity, GAE, determinism, timing, learning, bad input, W&B offline, Ctrl-C."""
+"""PPO twins: smoke, parity, GAE, determinism, timing, learning, bad input, W&B offline, Ctrl-C
+(--device gpu without a GPU: tests/test_every_script.py, for every stem)."""
 
 import os
 import signal
@@ -7,9 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-import mlx.core as mx
 import pytest
-import torch
 
 from onpolicy import (check_bad_input, check_gae, check_loss_and_gradients, check_same_seed, check_smoke,
                       check_three_clipped_adam_steps, ppo_twins)
@@ -133,15 +132,6 @@ def test_both_twins_learn_cartpole(tmp_path):
 ])
 def test_bad_input_stops_with_one_line(framework, flags, names, tmp_path):
     check_bad_input("ppo", framework, tmp_path, flags, names)
-
-
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_missing_gpu_stops_with_one_line(framework, tmp_path):
-    has_gpu = mx.is_available(mx.gpu) if framework == "mlx" else (
-        torch.cuda.is_available() or torch.backends.mps.is_available())
-    if has_gpu:
-        pytest.skip(f"{framework} has a GPU here: --device gpu would train")
-    check_bad_input("ppo", framework, tmp_path, ("--device", "gpu"), "--device gpu")
 
 
 # ---------------------------------------------------------------- W&B, interruption
