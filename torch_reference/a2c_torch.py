@@ -153,26 +153,6 @@ def fail(message: str):
 
 
 def check_args(args: Args):
-    for flag in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "eval_episodes"):
-        if getattr(args, flag) <= 0:
-            fail(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
-    if args.learning_rate <= 0:
-        fail(f"--learning-rate must be positive, got {args.learning_rate}")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches:
-        fail(f"--num-minibatches {args.num_minibatches} does not divide the batch size {batch_size} (--num-envs x --num-steps)")
-    if args.total_timesteps < batch_size:
-        fail(f"--total-timesteps {args.total_timesteps} is less than one batch of {batch_size} steps (--num-envs x --num-steps)")
-    if args.model_path is not None and not os.path.isfile(args.model_path):
-        fail(f"--model-path {args.model_path}: no such file")
-
-
-def fail(message: str):
-    """Stop with one line naming the problem, before any work."""
-    raise SystemExit(f"{os.path.basename(__file__)}: error: {message}")
-
-
-def check_args(args: Args):
     for flag in ("total_timesteps", "num_envs", "num_steps", "eval_episodes", "log_interval"):
         if getattr(args, flag) <= 0:
             fail(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
