@@ -140,7 +140,8 @@ def cmd_run(args, passthrough) -> int:
         print("timing mode: one run at a time, frameworks interleaved; complete runs made alongside others are redone")
     if threads is not None:
         print(f"{', '.join(launch.THREAD_VARS)} = {threads} for every run")
-    settings = launch.Settings(args.runs_dir, wandb_args(args) + passthrough, threads, args.mlx_blas, args.timing_mode)
+    settings = launch.Settings(args.runs_dir, wandb_args(args) + passthrough, threads, args.mlx_blas, args.timing_mode,
+                               pin_thread=workers == 1)
     jobs = launch.plan(args.algos, args.env_ids, args.seeds, args.frameworks, args.total_timesteps)
     jobs, missing = launch.split_missing(jobs)
     for message in missing:

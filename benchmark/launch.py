@@ -57,6 +57,7 @@ class Settings:
     timing_mode: bool = False  # then a run made alongside others does not count as done
     root: Path = REPO_ROOT
     label: str = ""  # shown after the run's name in progress lines, e.g. "timers off"
+    pin_thread: bool = True  # False: CLEANRL_PIN_THREAD=0, for runs made side by side (two pinned to one CPU would share it)
 
     def title(self, job: Job) -> str:
         return f"{job.name} ({self.label})" if self.label else job.name
@@ -70,6 +71,8 @@ class Settings:
         env = dict(os.environ if base is None else base)
         if self.threads is not None:
             env.update({var: str(self.threads) for var in THREAD_VARS})
+        if not self.pin_thread:
+            env["CLEANRL_PIN_THREAD"] = "0"
         if job.framework == "mlx" and self.mlx_blas == "reference":
             env["CLEANRL_MLX_BLAS"] = "reference"
             # an LD_PRELOADed BLAS would win over the reference one: keep it out of this run

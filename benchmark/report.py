@@ -132,7 +132,10 @@ def distinct(runs, value):
 def threads_text(run):
     threads = run.threads
     text = " ".join(f"{k.split('_')[0]}={threads.get(k) or 'unset'}" for k in THREAD_VARS)
-    return text + (f" torch={threads['torch']}" if "torch" in threads else "")
+    text += f" torch={threads['torch']}" if "torch" in threads else ""
+    if "pinned_cpu" in threads:  # the scripts' pin_thread: the framework's calling thread kept on one CPU
+        text += " pinned=" + ("no" if threads["pinned_cpu"] is None else f"cpu{threads['pinned_cpu']}")
+    return text
 
 
 def comparison(returns, sps):

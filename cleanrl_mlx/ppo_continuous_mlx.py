@@ -427,13 +427,31 @@ def evaluate(agent, env_id, eval_episodes, seed, gamma, obs_rms, capture_video=F
     return returns
 
 
-def platform_info():
+def pin_thread() -> Optional[int]:
+    """Keep this thread on the CPU it runs on, and with it the thread on which MLX runs CPU work:
+    MLX starts that one at its first evaluation (so call this before any), and a new thread gets
+    its creator's CPU set. Each mx.eval hands work to that thread and waits for it; across two
+    CPUs every hand-off wakes the idle one (an empty mx.eval: 65 us on the 2-core VM of the
+    README's tables, 13 us with both threads on one CPU). OpenBLAS's threads, started when it
+    loaded, may still run anywhere. The twin pins its own thread too. Linux only; not with MKL
+    (its threads start later and would share this CPU); CLEANRL_PIN_THREAD=0 turns it off, as the
+    benchmark does for runs made side by side. Returns the CPU, or None."""
+    if not hasattr(os, "sched_setaffinity") or os.environ.get("CLEANRL_PIN_THREAD") == "0" or "mkl" in BLAS.lower():
+        return None
+    cpu = ctypes.CDLL(None).sched_getcpu()
+    if len(os.sched_getaffinity(0)) < 2 or cpu not in os.sched_getaffinity(0):
+        return None
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def platform_info(pinned_cpu=None):
     cpu = platform.processor()
     with contextlib.suppress(OSError):
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     return {"python": platform.python_version(), "os": platform.platform(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "blas": BLAS, "flush_denormals": FLUSH_DENORMALS, "threads": threads}
+            "cpu_count": os.cpu_count(), "blas": BLAS, "flush_denormals": FLUSH_DENORMALS, "threads": threads | {"pinned_cpu": pinned_cpu}}
 
 
 def peak_rss_mb():
@@ -450,6 +468,7 @@ def main(args: Args):
         fail("--device gpu: MLX has no GPU backend here (Metal on macOS, mlx[cuda] on Linux)")
     use_gpu = args.device == "gpu" or (args.device == "auto" and mx.is_available(mx.gpu))
     mx.set_default_device(mx.gpu if use_gpu else mx.cpu)
+    pinned_cpu = None if use_gpu else pin_thread()  # before MLX's first evaluation
     if not use_gpu:  # MLX keeps only 32 MB of freed CPU buffers by default; a step that frees more (CQL's
         mx.set_cache_limit(1 << 30)  # critic, ~100 MB) page-faults them back in: 71 -> 54 ms per step
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -587,7 +606,7 @@ def main(args: Args):
             "phases": {k: {"seconds": timer.totals[k], "calls": timer.counts[k]} for k in timer.totals},
             "peak_rss_mb": peak_rss_mb(), "episodes": len(episode_returns), "final_return_window": 20,
             "final_return": float(np.mean(episode_returns[-20:])) if episode_returns else None,
-            "eval_returns": eval_returns, "args": vars(args), "platform": platform_info(),
+            "eval_returns": eval_returns, "args": vars(args), "platform": platform_info(pinned_cpu),
         }
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "summary.json"), "w") as f:

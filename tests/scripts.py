@@ -46,9 +46,10 @@ ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", 
 
 def run_parallel(jobs, timeout=1800):
     """Run several (stem, framework, runs_dir, *args) jobs at once, one thread each: the machine
-    has 2 cores, and two processes with a 2-thread pool each stall one another (torch ~3x slower)."""
+    has 2 cores, and two processes with a 2-thread pool each stall one another (torch ~3x slower);
+    unpinned, as the benchmark's side-by-side runs (two pinned to one CPU would share it)."""
     procs = [subprocess.Popen(command(*job), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=os.environ | ONE_THREAD) for job in jobs]
+                              env=os.environ | ONE_THREAD | {"CLEANRL_PIN_THREAD": "0"}) for job in jobs]
     for job, proc in zip(jobs, procs):
         _, err = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, f"{job[:2]} failed ({proc.returncode}):\n{err[-3000:]}"

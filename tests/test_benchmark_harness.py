@@ -49,6 +49,8 @@ def test_run_launches_every_seed_and_framework(real_runs):
     assert "[4/4 done, 0 running, 0 failed" in output
     # 2 workers: the CPU count is split between them and recorded
     assert {s["platform"]["threads"]["OMP_NUM_THREADS"] for s in summaries(runs_dir)} == {PARALLEL_THREADS}
+    # side by side: not pinned (two runs pinned to one CPU would share it)
+    assert {s["platform"]["threads"]["pinned_cpu"] for s in summaries(runs_dir)} == {None}
     logs = sorted(p.name for p in (runs_dir / launch.LOG_DIR).iterdir())
     assert logs == [f"CartPole-v1__ppo__{f}__seed{s}.log" for f in ("mlx", "torch") for s in (1, 2)]
     assert "global_step=1024" in (runs_dir / launch.LOG_DIR / logs[0]).read_text()
@@ -284,6 +286,8 @@ def test_settings_build_the_users_command_and_environment(tmp_path):
     assert "CLEANRL_MLX_BLAS" not in torch_env and torch_env["OMP_NUM_THREADS"] == "3"
     openblas = launch.Settings(tmp_path, mlx_blas="openblas").env(job, base={"CLEANRL_MLX_BLAS": "reference"})
     assert "CLEANRL_MLX_BLAS" not in openblas
+    assert "CLEANRL_PIN_THREAD" not in env  # one run at a time: the scripts pin their thread
+    assert launch.Settings(tmp_path, pin_thread=False).env(job, base={})["CLEANRL_PIN_THREAD"] == "0"
 
 
 def test_track_passes_wandb_flags_and_logs_offline(tmp_path, monkeypatch):

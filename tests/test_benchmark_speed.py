@@ -19,8 +19,8 @@ OFF_SPS = {"mlx": [1010.0, 1150.0, 927.0], "torch": [404.0, 800.0, 441.0]}  # --
 REFERENCE_SPS = [100.0, 150.0, 90.0]  # MLX with the reference BLAS
 INFERENCE_S = {"mlx": [1.0, 2.0, 4.0], "torch": [3.0, 3.5, 5.0]}  # seconds over 10,000 steps
 PEAK_MB = {"mlx": [300.0, 350.0, 310.0], "torch": [500.0, 520.0, 510.0]}
-PLATFORM = {"mlx": {"blas": "OpenBLAS (test)", "threads": {"OMP_NUM_THREADS": "2"}},
-            "torch": {"blas": "mkl", "threads": {"OMP_NUM_THREADS": "2", "torch": 2}}}
+PLATFORM = {"mlx": {"blas": "OpenBLAS (test)", "threads": {"OMP_NUM_THREADS": "2", "pinned_cpu": 1}},
+            "torch": {"blas": "mkl", "threads": {"OMP_NUM_THREADS": "2", "torch": 2, "pinned_cpu": None}}}
 TIMING_CHECK = ["--timing-check", "--compare-blas"]
 
 
@@ -63,7 +63,7 @@ def test_table_shows_medians_paired_ratio_phases_memory_blas_threads(synthetic, 
            f"**{np.median(ratios):.2f}×** [{ratios.min():.2f} – {ratios.max():.2f}] over 3 pair(s), MLX faster |" in markdown
     assert f"| peak memory MB, median [min – max] | {span(PEAK_MB['mlx'])} | {span(PEAK_MB['torch'])} |" in markdown
     assert "| BLAS | OpenBLAS (test) | mkl |" in markdown
-    assert "| threads | OMP=2 OPENBLAS=unset MKL=unset | OMP=2 OPENBLAS=unset MKL=unset torch=2 |" in markdown
+    assert "| threads | OMP=2 OPENBLAS=unset MKL=unset pinned=cpu1 | OMP=2 OPENBLAS=unset MKL=unset torch=2 pinned=no |" in markdown
     assert "| version | mlx-9.9 | torch-9.9 |" in markdown
     # 1, 2, 4 s of inference over 10,000 steps: a median of 200 ms per 1000 steps (the mean would be 233)
     medians = [np.median(INFERENCE_S[f]) * 100 for f in ("mlx", "torch")]

@@ -8,6 +8,7 @@ One difference from CleanRL: the default env is Pendulum-v1 (MuJoCo needs gymnas
 """
 
 import contextlib
+import ctypes
 import json
 import os
 import platform
@@ -464,13 +465,29 @@ def evaluate(actor, env_id, eval_episodes, seed, capture_video=False, video_dir=
     return returns
 
 
-def platform_info():
+def pin_thread(device) -> Optional[int]:
+    """On the CPU, keep this thread, which runs torch's ops, on the CPU it runs on; torch's
+    OpenMP threads are started first (a parallel matmul and add) and may still run anywhere. The
+    twin pins its thread with MLX's worker thread the same way (why: its docstring), so that the
+    speed tables compare both so placed. Linux only; CLEANRL_PIN_THREAD=0 turns it off, as the
+    benchmark does for runs made side by side. Returns the CPU, or None."""
+    if device.type != "cpu" or not hasattr(os, "sched_setaffinity") or os.environ.get("CLEANRL_PIN_THREAD") == "0":
+        return None
+    cpu = ctypes.CDLL(None).sched_getcpu()
+    if len(os.sched_getaffinity(0)) < 2 or cpu not in os.sched_getaffinity(0):
+        return None
+    torch.ones(512, 512) @ torch.ones(512, 512) + 1  # starts the OpenMP threads, before the pin
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
+def platform_info(pinned_cpu=None):
     cpu = platform.processor()
     with contextlib.suppress(OSError):
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     return {"python": platform.python_version(), "os": platform.platform(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "blas": BLAS, "flush_denormals": FLUSH_DENORMALS, "threads": threads | {"torch": torch.get_num_threads()}}
+            "cpu_count": os.cpu_count(), "blas": BLAS, "flush_denormals": FLUSH_DENORMALS, "threads": threads | {"torch": torch.get_num_threads(), "pinned_cpu": pinned_cpu}}
 
 
 def peak_rss_mb():
@@ -481,6 +498,7 @@ def peak_rss_mb():
 def main(args: Args):
     check_args(args)
     device = pick_device(args.device, args.cuda)
+    pinned_cpu = pin_thread(device)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join(args.runs_dir, run_name)
     envs = make_envs(args.env_id, args.num_envs, args.capture_video, os.path.join(run_dir, "videos"))
@@ -619,7 +637,7 @@ def main(args: Args):
             "phases": {k: {"seconds": timer.totals[k], "calls": timer.counts[k]} for k in timer.totals},
             "peak_rss_mb": peak_rss_mb(), "episodes": len(episode_returns), "final_return_window": 10,
             "final_return": float(np.mean(episode_returns[-10:])) if episode_returns else None,
-            "eval_returns": eval_returns, "args": vars(args), "platform": platform_info(),
+            "eval_returns": eval_returns, "args": vars(args), "platform": platform_info(pinned_cpu),
         }
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
