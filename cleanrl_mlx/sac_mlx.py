@@ -520,8 +520,8 @@ def pin_thread() -> Optional[int]:
     benchmark does for runs made side by side. Returns the CPU, or None."""
     if not hasattr(os, "sched_setaffinity") or os.environ.get("CLEANRL_PIN_THREAD") == "0" or "mkl" in BLAS.lower():
         return None
-    cpu = ctypes.CDLL(None).sched_getcpu()
-    if len(os.sched_getaffinity(0)) < 2 or cpu not in os.sched_getaffinity(0):
+    cpu, allowed = ctypes.CDLL(None).sched_getcpu(), os.sched_getaffinity(0)
+    if len(allowed) < 2 or cpu not in allowed:
         return None
     os.sched_setaffinity(0, {cpu})
     return cpu
