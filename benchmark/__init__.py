@@ -8,6 +8,8 @@ curves, per-phase time, SPS and a statistical verdict on whether both learn the 
     python -m benchmark run --algos ppo --seeds 5 --total-timesteps 100000 --timing-mode --threads 1
     # speed tables of every stem (default env and flags, shortened budget), markdown for the README
     python -m benchmark speed --timing-check --out speed.md
+    # the pieces of a step (a matmul, a layer, Adam, TD3's critic update), MLX vs PyTorch
+    python -m benchmark parts --out parts.md
     python -m benchmark report runs/ --out report/
     python -m benchmark wandb-report --entity E --project P   # after runs made with --track
 

@@ -1,4 +1,4 @@
-"""Command line: python -m benchmark {run,speed,dataset,report,wandb-report} ... (--help on each)."""
+"""Command line: python -m benchmark {run,speed,parts,dataset,report,wandb-report} ... (--help on each)."""
 
 import argparse
 import os
@@ -68,6 +68,18 @@ def parser():
     sp.add_argument("--force", action="store_true", help="rerun runs that are already complete")
     sp.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
+    pa = sub.add_parser("parts", help="the building blocks of the scripts' steps, MLX vs PyTorch: a markdown table",
+                        description="Time the pieces a slow phase is made of (a matrix product, a layer, an Adam "
+                                    "step, TD3's critic update, DQN's action) in fresh processes set up as the "
+                                    "scripts set themselves up, MLX and PyTorch alternating, and print (and with "
+                                    "--out write) one row per block. See benchmark/parts.py.")
+    pa.add_argument("--blocks", nargs="+", choices=list(parts_blocks()), default=list(parts_blocks()),
+                    help="default: every block")
+    pa.add_argument("--repeats", type=positive, default=3, help="processes per framework (default: 3)")
+    pa.add_argument("--seconds", type=positive_float, default=0.2,
+                    help="length of each of a block's 5 timed batches, in seconds (default: 0.2)")
+    pa.add_argument("--out", type=Path, default=None, help="also write the markdown to this file")
+
     ds = sub.add_parser("dataset", help="make an offline dataset (.npz) for cql / cql_discrete, with a JSON of how",
                         description="Make an offline dataset: random actions, the replay buffer of the project's own "
                                     "SAC (Box) or DQN (Discrete) script, or rollouts of a partly (medium) or fully "
@@ -109,6 +121,19 @@ def positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def parts_blocks():
+    from .parts import BLOCKS
+
+    return BLOCKS
 
 
 def split_passthrough(argv):
@@ -198,6 +223,22 @@ def cmd_speed(args, passthrough, command) -> int:
     return status
 
 
+def cmd_parts(args, command) -> int:
+    from . import parts
+
+    try:
+        runs = parts.measure(args.blocks, args.repeats, args.seconds)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    markdown = "\n".join(parts.render(runs, args.blocks, command))
+    print("\n" + markdown)
+    if args.out:
+        args.out.write_text(markdown)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import build
 
@@ -239,6 +280,8 @@ def main(argv=None) -> int:
         return dataset.main(args, passthrough, shlex.join(command))
     if passthrough:
         parser().error(f"`--` arguments are for `run`, `speed` and `dataset` only, got {' '.join(passthrough)}")
+    if args.command == "parts":
+        return cmd_parts(args, shlex.join(["python", "-m", "benchmark", *argv]))
     return cmd_report(args) if args.command == "report" else cmd_wandb_report(args)
 
 
