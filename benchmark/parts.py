@@ -47,6 +47,7 @@ BLOCKS = {
     "matmul_cql": Block("cql", "matrix product at CQL's critic size, 7,680 x 256 by 256 x 256"),
     "linear": Block("td3", "Linear 256 -> 256, batch 256, forward: the product and the bias (addmm)"),
     "linear_relu": Block("td3", "Linear 256 -> 256 and ReLU, batch 256, forward"),
+    "matmul_add_relu": Block("td3", "the same written relu(x @ W.T + b), batch 256, forward"),
     "relu_grad": Block("td3", "ReLU forward and backward, 256 x 256"),
     "relu_grad_cql": Block("cql", "ReLU forward and backward at CQL's critic size, 7,680 x 256"),
     "adam": Block("td3", "Adam step of TD3's two critics, 12 arrays, 135k floats (the scripts' optimizer)"),
@@ -167,6 +168,13 @@ class MLXSide:
         fn = self.mx.compile(lambda v: self.nn.relu(layer(v)), inputs=[layer.state])
         return (lambda: self.mx.eval(fn(a))), (lambda: [np.array(fn(a))])
 
+    def matmul_add_relu(self, module, x):
+        drawn = draw_weights({"weight": (WIDTH, WIDTH), "bias": (WIDTH,)}, 1)  # the linear blocks' weights
+        w, b = self.mx.array(drawn["weight"]), self.mx.array(drawn["bias"])
+        a = self.mx.array(x["a"])
+        fn = self.mx.compile(lambda v, w, b: self.nn.relu(v @ w.T + b))
+        return (lambda: self.mx.eval(fn(a, w, b))), (lambda: [np.array(fn(a, w, b))])
+
     def relu_grad(self, module, x):
         a, c = self.mx.array(x["a"]), self.mx.array(x["grad"])
         fn = self.mx.compile(lambda v, cot: self.mx.vjp(self.nn.relu, [v], [cot]))
@@ -284,6 +292,13 @@ class TorchSide:
             return torch.relu(layer(a))
 
         return fn, (lambda: [fn().numpy()])
+
+    def matmul_add_relu(self, module, x):
+        torch = self.torch
+        drawn = draw_weights({"weight": (WIDTH, WIDTH), "bias": (WIDTH,)}, 1)
+        w, b = torch.from_numpy(drawn["weight"]), torch.from_numpy(drawn["bias"])
+        a = torch.from_numpy(x["a"])
+        return (lambda: torch.relu(a @ w.T + b)), (lambda: [torch.relu(a @ w.T + b).numpy()])
 
     def relu_grad(self, module, x):
         torch = self.torch

@@ -34,6 +34,13 @@ def test_block_computes_the_same_in_both_frameworks(results, block):
         np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * scale)
 
 
+@pytest.mark.parametrize("framework", parts.FRAMEWORKS)
+def test_the_two_ways_of_writing_a_layer_compute_the_same(results, framework):
+    """matmul_add_relu is linear_relu written out: same weights, same input, same output."""
+    np.testing.assert_allclose(results[framework]["matmul_add_relu"][0], results[framework]["linear_relu"][0],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_blocks_start_from_the_same_weights_not_the_frameworks_own():
     """The draws depend on the seed and name only; the MLX networks' names map onto torch's."""
     shapes = {"network.0.weight": (120, 4), "network.0.bias": (120,)}
