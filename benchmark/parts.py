@@ -17,7 +17,6 @@ processes (--repeats per framework, MLX and PyTorch alternating) and PyTorch's t
 """
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -114,13 +113,44 @@ def inputs(seed: int = 0) -> dict:
     }
 
 
-class MLXSide:
-    """Each block as (step, result) in MLX: step() makes one call and waits for it; result() is
-    what the block computed, as numpy arrays."""
+class Side:
+    """What both frameworks' blocks share; each side gives array(numpy) and its own blocks, each
+    returning (step, result): step() makes one call and waits for it, result() is what the block
+    computed, as numpy arrays."""
+
+    def matmul_cql(self, module, x):
+        return self.matmul(module, {"a": x["a_cql"], "b": x["b"]})
+
+    def relu_grad_cql(self, module, x):
+        return self.relu_grad(module, {"a": x["a_cql"], "grad": x["grad_cql"]})
+
+    def linear_relu(self, module, x):
+        return self.linear(module, x, relu=True)
+
+    def critics(self, module):
+        """The adam block's two TD3 critics, {qf1, qf2: QNetwork}, with their drawn weights."""
+        return {name: self.load(module.QNetwork(3, 1), weights) for name, weights in critic_weights().items()}
+
+    def td3(self, module, x):
+        """args, the six TD3 networks with drawn weights, the batch and the smoothing noise."""
+        args = module.Args()
+        nets = {"actor": module.Actor(3, x["low"], x["high"]), "target_actor": module.Actor(3, x["low"], x["high"])}
+        for name in ("qf1", "qf2", "qf1_target", "qf2_target"):
+            nets[name] = module.QNetwork(3, 1)
+        for seed, net in enumerate(nets.values()):
+            self.load(net, draw_weights(self.shapes(net), 10 + seed))
+        return args, nets, tuple(self.array(v) for v in x["batch"]), self.array(x["noise"])
+
+
+class MLXSide(Side):
+    """The blocks in MLX, as the scripts compute them."""
 
     def __init__(self):
         self.mx = __import__("mlx.core", fromlist=["core"])
         self.nn = __import__("mlx.nn", fromlist=["nn"])
+
+    def array(self, value):
+        return self.mx.array(value)
 
     def setup(self, module):
         self.pinned_cpu = module.pin_thread()  # before MLX's first evaluation, as main() does
@@ -148,24 +178,11 @@ class MLXSide:
         a, b = self.mx.array(x["a"]), self.mx.array(x["b"])
         return (lambda: self.mx.eval(a @ b)), (lambda: [np.array(a @ b)])
 
-    def matmul_cql(self, module, x):
-        return self.matmul(module, {"a": x["a_cql"], "b": x["b"]})
-
-    def relu_grad_cql(self, module, x):
-        return self.relu_grad(module, {"a": x["a_cql"], "grad": x["grad_cql"]})
-
-    def linear(self, module, x):
+    def linear(self, module, x, relu=False):
         layer = self.nn.Linear(WIDTH, WIDTH)
         self.load(layer, draw_weights(self.shapes(layer), 1))
         a = self.mx.array(x["a"])
-        fn = self.mx.compile(lambda v: layer(v), inputs=[layer.state])
-        return (lambda: self.mx.eval(fn(a))), (lambda: [np.array(fn(a))])
-
-    def linear_relu(self, module, x):
-        layer = self.nn.Linear(WIDTH, WIDTH)
-        self.load(layer, draw_weights(self.shapes(layer), 1))
-        a = self.mx.array(x["a"])
-        fn = self.mx.compile(lambda v: self.nn.relu(layer(v)), inputs=[layer.state])
+        fn = self.mx.compile((lambda v: self.nn.relu(layer(v))) if relu else layer, inputs=[layer.state])
         return (lambda: self.mx.eval(fn(a))), (lambda: [np.array(fn(a))])
 
     def matmul_add_relu(self, module, x):
@@ -184,7 +201,7 @@ class MLXSide:
         from mlx.utils import tree_unflatten
 
         mx = self.mx
-        qfs = {name: self.load(module.QNetwork(3, 1), weights) for name, weights in critic_weights().items()}
+        qfs = self.critics(module)
         grads = tree_unflatten([(f"{name}.{k}", mx.array(g)) for name, gs in critic_grads().items() for k, g in gs.items()])
         opt = module.Adam(learning_rate=3e-4, eps=1e-8)
         opt.init({name: qf.trainable_parameters() for name, qf in qfs.items()})
@@ -198,25 +215,15 @@ class MLXSide:
         fn = mx.compile(step, inputs=state, outputs=state)
         return (lambda: (fn(grads), mx.eval(state))), (lambda: [np.array(qfs["qf2"].fc2.weight), np.array(qfs["qf1"].fc1.bias)])
 
-    def _td3(self, module, x):
-        args = module.Args()
-        nets = {"actor": module.Actor(3, x["low"], x["high"]), "target_actor": module.Actor(3, x["low"], x["high"])}
-        for name in ("qf1", "qf2", "qf1_target", "qf2_target"):
-            nets[name] = module.QNetwork(3, 1)
-        for seed, net in enumerate(nets.values()):
-            self.load(net, draw_weights(self.shapes(net), 10 + seed))
-        data = tuple(self.mx.array(v) for v in x["batch"])
-        return args, nets, data, self.mx.array(x["noise"])
-
     def td3_forward(self, module, x):
-        args, n, data, noise = self._td3(module, x)
+        args, n, data, noise = self.td3(module, x)
         nets = (n["qf1"], n["qf2"], n["qf1_target"], n["qf2_target"], n["target_actor"])
         fn = self.mx.compile(lambda d, z: self.mx.stack(module.critic_loss(*nets, d, z, args)),
                              inputs=[net.state for net in nets])
         return (lambda: self.mx.eval(fn(data, noise))), (lambda: [np.array(fn(data, noise))])
 
     def td3_critic(self, module, x):
-        args, n, data, noise = self._td3(module, x)
+        args, n, data, noise = self.td3(module, x)
         q_opt, actor_opt = module.Adam(learning_rate=args.learning_rate, eps=1e-8), module.Adam(learning_rate=args.learning_rate, eps=1e-8)
         q_opt.init({"qf1": n["qf1"].trainable_parameters(), "qf2": n["qf2"].trainable_parameters()})
         actor_opt.init(n["actor"].trainable_parameters())
@@ -238,13 +245,16 @@ class MLXSide:
         return (lambda: np.array(act(self.mx.array(obs)))), (lambda: [np.array(act(self.mx.array(obs)))])
 
 
-class TorchSide:
+class TorchSide(Side):
     """The same blocks in PyTorch, as the twins compute them."""
 
     def __init__(self):
         import torch
 
         self.torch = torch
+
+    def array(self, value):
+        return self.torch.from_numpy(value)
 
     def setup(self, module):
         self.device = self.torch.device("cpu")
@@ -265,31 +275,14 @@ class TorchSide:
         a, b = self.torch.from_numpy(x["a"]), self.torch.from_numpy(x["b"])
         return (lambda: a @ b), (lambda: [(a @ b).numpy()])
 
-    def matmul_cql(self, module, x):
-        return self.matmul(module, {"a": x["a_cql"], "b": x["b"]})
-
-    def relu_grad_cql(self, module, x):
-        return self.relu_grad(module, {"a": x["a_cql"], "grad": x["grad_cql"]})
-
-    def linear(self, module, x):
+    def linear(self, module, x, relu=False):
         torch = self.torch
         layer = self.load(torch.nn.Linear(WIDTH, WIDTH), draw_weights(self.shapes(torch.nn.Linear(WIDTH, WIDTH)), 1))
         a = torch.from_numpy(x["a"])
 
         @torch.no_grad()
         def fn():
-            return layer(a)
-
-        return fn, (lambda: [fn().numpy()])
-
-    def linear_relu(self, module, x):
-        torch = self.torch
-        layer = self.load(torch.nn.Linear(WIDTH, WIDTH), draw_weights(self.shapes(torch.nn.Linear(WIDTH, WIDTH)), 1))
-        a = torch.from_numpy(x["a"])
-
-        @torch.no_grad()
-        def fn():
-            return torch.relu(layer(a))
+            return torch.relu(layer(a)) if relu else layer(a)
 
         return fn, (lambda: [fn().numpy()])
 
@@ -312,7 +305,7 @@ class TorchSide:
 
     def adam(self, module, x):
         torch = self.torch
-        qfs = {name: self.load(module.QNetwork(3, 1), weights) for name, weights in critic_weights().items()}
+        qfs = self.critics(module)
         grads = critic_grads()
         opt = torch.optim.Adam(list(qfs["qf1"].parameters()) + list(qfs["qf2"].parameters()), lr=3e-4, eps=1e-8)
 
@@ -324,18 +317,8 @@ class TorchSide:
 
         return step, (lambda: [qfs["qf2"].fc2.weight.detach().numpy().copy(), qfs["qf1"].fc1.bias.detach().numpy().copy()])
 
-    def _td3(self, module, x):
-        args = module.Args()
-        nets = {"actor": module.Actor(3, x["low"], x["high"]), "target_actor": module.Actor(3, x["low"], x["high"])}
-        for name in ("qf1", "qf2", "qf1_target", "qf2_target"):
-            nets[name] = module.QNetwork(3, 1)
-        for seed, net in enumerate(nets.values()):
-            self.load(net, draw_weights(self.shapes(net), 10 + seed))
-        data = tuple(self.torch.from_numpy(v) for v in x["batch"])
-        return args, nets, data, self.torch.from_numpy(x["noise"])
-
     def td3_forward(self, module, x):
-        args, n, data, noise = self._td3(module, x)
+        args, n, data, noise = self.td3(module, x)
         nets = (n["qf1"], n["qf2"], n["qf1_target"], n["qf2_target"], n["target_actor"])
 
         @self.torch.no_grad()
@@ -346,7 +329,7 @@ class TorchSide:
 
     def td3_critic(self, module, x):
         torch = self.torch
-        args, n, data, noise = self._td3(module, x)
+        args, n, data, noise = self.td3(module, x)
         q_opt = torch.optim.Adam(list(n["qf1"].parameters()) + list(n["qf2"].parameters()), lr=args.learning_rate, eps=1e-8)
         actor_opt = torch.optim.Adam(list(n["actor"].parameters()), lr=args.learning_rate, eps=1e-8)
         update_critic, _, _ = module.make_updates(n["actor"], n["qf1"], n["qf2"], n["target_actor"], n["qf1_target"],
@@ -412,10 +395,10 @@ def worker(framework: str, names: list, seconds: float, calls_for_results: int =
     return out
 
 
-def run_worker(framework: str, names: list, seconds: float, calls_for_results: int = 0, env=None) -> dict:
+def run_worker(framework: str, names: list, seconds: float, calls_for_results: int = 0) -> dict:
     """worker() in a fresh process: python -m benchmark.parts FRAMEWORK SECONDS CALLS BLOCK..."""
     cmd = [sys.executable, "-m", "benchmark.parts", framework, str(seconds), str(calls_for_results), *names]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=os.environ | (env or {}))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{framework} blocks failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
