@@ -69,7 +69,7 @@ def test_parts_command_prints_and_writes_the_table(tmp_path):
     for mlx_us, torch_us, ratio in rows.values():
         mlx_us, torch_us = (float(v.replace(",", "")) for v in (mlx_us, torch_us))
         assert mlx_us > 0 and torch_us > 0
-        assert float(ratio) == pytest.approx(torch_us / mlx_us, abs=0.006)
+        assert float(ratio) == pytest.approx(torch_us / mlx_us, rel=0.05)  # cells rounded to 0.1 us
 
 
 def test_parts_rejects_an_unknown_block():
