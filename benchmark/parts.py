@@ -391,7 +391,7 @@ def worker(framework: str, names: list, seconds: float, calls_for_results: int =
             out["times_us"][name] = time_block(step, seconds)
     module = next(iter(modules.values()))
     out["platform"] = module.platform_info(pinned)
-    out["version"] = module.platform_info.__globals__[{"mlx": "mx", "torch": "torch"}[framework]].__version__
+    out["version"] = sys.modules[{"mlx": "mlx.core", "torch": "torch"}[framework]].__version__
     return out
 
 
