@@ -21,15 +21,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .runs import THREAD_VARS
+from .launch import REPO_ROOT, SCRIPT_DIRS, script_path
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {"mlx": ROOT / "cleanrl_mlx", "torch": ROOT / "torch_reference"}
-FRAMEWORKS = tuple(SCRIPTS)
+FRAMEWORKS = tuple(SCRIPT_DIRS)
 WIDTH, BATCH = 256, 256  # the off-policy scripts' hidden width and batch size
 CQL_ROWS = BATCH * 10 * 3  # CQL's critics see the batch with 10 random, 10 current and 10 next actions
 
@@ -59,8 +56,7 @@ BLOCKS = {
 def load_script(stem: str, framework: str):
     import importlib.util
 
-    path = SCRIPTS[framework] / f"{stem}_{framework}.py"
-    spec = importlib.util.spec_from_file_location(f"{stem}_{framework}", path)
+    spec = importlib.util.spec_from_file_location(f"{stem}_{framework}", script_path(stem, framework))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -398,7 +394,7 @@ def worker(framework: str, names: list, seconds: float, calls_for_results: int =
 def run_worker(framework: str, names: list, seconds: float, calls_for_results: int = 0) -> dict:
     """worker() in a fresh process: python -m benchmark.parts FRAMEWORK SECONDS CALLS BLOCK..."""
     cmd = [sys.executable, "-m", "benchmark.parts", framework, str(seconds), str(calls_for_results), *names]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{framework} blocks failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -414,19 +410,17 @@ def measure(names: list, repeats: int, seconds: float, progress=print) -> dict:
     return runs
 
 
-def threads_line(platform: dict) -> str:
-    threads = platform["threads"]
-    text = " ".join(f"{k.split('_')[0]}={threads.get(k) or 'unset'}" for k in THREAD_VARS)
-    text += f" torch={threads['torch']}" if "torch" in threads else ""
-    return text + " pinned=" + ("no" if threads.get("pinned_cpu") is None else f"cpu{threads['pinned_cpu']}")
-
-
 def render(runs: dict, names: list, command: str) -> list:
     """Markdown: the set-up of each side, then one row per block."""
     import datetime
 
-    from .report import median_range
+    from types import SimpleNamespace
+
+    from .report import median_range, threads_text
     from .stats import summarize
+
+    def threads_line(platform):  # report's threads text of a run, from a worker's platform
+        return threads_text(SimpleNamespace(threads=platform["threads"]))
 
     plat = {fw: runs[fw][0]["platform"] for fw in FRAMEWORKS}
     lines = ["## The building blocks: MLX vs PyTorch", "", f"`{command}`, {datetime.datetime.now():%Y-%m-%d %H:%M}.", "",
