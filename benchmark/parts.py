@@ -1,10 +1,10 @@
 """`python -m benchmark parts`: the building blocks of the scripts' steps, MLX against PyTorch.
 
 `speed` says which phase of a stem is slower; this says which piece of that phase is. Each block is
-one computation a script makes (a matrix product, a layer, an Adam step, TD3's critic update, DQN's
-action), timed in a fresh process per framework that sets itself up as the scripts do: it imports
-the script (its BLAS, its denormal flush), pins its thread with the script's `pin_thread` and, for
-MLX, keeps MLX's buffer cache as `main()` does. The blocks that use a script's networks, losses or
+one computation a script makes (a matrix product, a layer, an Adam step, TD3's and CQL's critic
+updates, DQN's action), timed in a fresh process per framework that sets itself up as the scripts
+do: it imports the script (its BLAS, its denormal flush), pins its thread with the script's
+`pin_thread` and, for MLX, keeps MLX's buffer cache as `main()` does. The blocks that use a script's networks, losses or
 optimizer call the script's own functions, with the same weights and inputs in both frameworks
 (drawn from one numpy seed), so both compute the same numbers (the tests check it).
 
@@ -28,7 +28,8 @@ from .launch import REPO_ROOT, SCRIPT_DIRS, script_path
 
 FRAMEWORKS = tuple(SCRIPT_DIRS)
 WIDTH, BATCH = 256, 256  # the off-policy scripts' hidden width and batch size
-CQL_ROWS = BATCH * 10 * 3  # CQL's critics see the batch with 10 random, 10 current and 10 next actions
+CQL_ACTIONS = 10  # cql's --cql-n-actions
+CQL_ROWS = BATCH * (1 + 3 * CQL_ACTIONS)  # CQL's critics score each state's data action and 10 random, 10 current and 10 next-state policy actions
 
 
 @dataclass(frozen=True)
@@ -40,16 +41,21 @@ class Block:
 BLOCKS = {
     "round_trip": Block("dqn", "x + 1 of one float, to numpy: the smallest evaluation"),
     "matmul": Block("td3", "matrix product, 256 x 256 by 256 x 256"),
-    "matmul_cql": Block("cql", "matrix product at CQL's critic size, 7,680 x 256 by 256 x 256"),
     "linear": Block("td3", "Linear 256 -> 256, batch 256, forward: the product and the bias (addmm)"),
     "linear_relu": Block("td3", "Linear 256 -> 256 and ReLU, batch 256, forward"),
     "matmul_add_relu": Block("td3", "the same written relu(x @ W.T + b), batch 256, forward"),
     "relu_grad": Block("td3", "ReLU forward and backward, 256 x 256"),
-    "relu_grad_cql": Block("cql", "ReLU forward and backward at CQL's critic size, 7,680 x 256"),
     "adam": Block("td3", "Adam step of TD3's two critics, 12 arrays, 135k floats (the scripts' optimizer)"),
     "td3_forward": Block("td3", "TD3 critic loss, batch 256: five networks' forward passes (critic_loss)"),
     "td3_critic": Block("td3", "TD3 critic update, batch 256: forward, backward, Adam (update_critic)"),
     "dqn_act": Block("dqn", "DQN action of one observation, 4-120-84-2 network, to numpy (act)"),
+    "matmul_cql": Block("cql", "matrix product at CQL's critic size, 7,936 x 256 by 256 x 256"),
+    "linear_cql": Block("cql", "Linear 256 -> 256 at CQL's critic size, 7,936 rows, forward (addmm)"),
+    "linear_in_cql": Block("cql", "CQL's first critic layer, Linear 4 -> 256, 7,936 rows, forward (addmm)"),
+    "relu_grad_cql": Block("cql", "ReLU forward and backward at CQL's critic size, 7,936 x 256"),
+    "weight_grad_cql": Block("cql", "a Linear's weight gradient at CQL's size, x.T @ g: 256 x 7,936 by 7,936 x 256"),
+    "bias_grad_cql": Block("cql", "a Linear's bias gradient at CQL's size: g summed over 7,936 rows"),
+    "cql_critic": Block("cql", "CQL critic update, batch 256 x 31 actions: forward, backward, Adam (critic_step)"),
 }
 
 
@@ -106,6 +112,10 @@ def inputs(seed: int = 0) -> dict:
         "noise": rng.standard_normal((BATCH, act_dim), dtype=np.float32),
         "low": np.full(act_dim, -2.0, np.float32), "high": np.full(act_dim, 2.0, np.float32),
         "obs": rng.standard_normal((1, 4), dtype=np.float32),  # CartPole-v1, one env
+        "obs_act_cql": rng.standard_normal((CQL_ROWS, obs_dim + act_dim), dtype=np.float32),
+        "cql_noise": (rng.standard_normal((BATCH, act_dim), dtype=np.float32),  # critic_loss's noise
+                      rng.standard_normal((2, BATCH, CQL_ACTIONS, act_dim), dtype=np.float32),
+                      rng.uniform(-2, 2, (BATCH, CQL_ACTIONS, act_dim)).astype(np.float32)),
     }
 
 
@@ -123,6 +133,21 @@ class Side:
     def linear_relu(self, module, x):
         return self.linear(module, x, relu=True)
 
+    def linear_cql(self, module, x):
+        return self.linear(module, {"a": x["a_cql"]})
+
+    def linear_in_cql(self, module, x):
+        return self.linear(module, {"a": x["obs_act_cql"]})
+
+    def weight_grad_cql(self, module, x):
+        return self.product(lambda h, g: h.T @ g, x["a_cql"], x["grad_cql"])
+
+    def bias_grad_cql(self, module, x):
+        return self.product(lambda g: g.sum(0), x["grad_cql"])
+
+    def matmul(self, module, x):
+        return self.product(lambda a, b: a @ b, x["a"], x["b"])
+
     def critics(self, module):
         """The adam block's two TD3 critics, {qf1, qf2: QNetwork}, with their drawn weights."""
         return {name: self.load(module.QNetwork(3, 1), weights) for name, weights in critic_weights().items()}
@@ -136,6 +161,14 @@ class Side:
         for seed, net in enumerate(nets.values()):
             self.load(net, draw_weights(self.shapes(net), 10 + seed))
         return args, nets, tuple(self.array(v) for v in x["batch"]), self.array(x["noise"])
+
+    def cql(self, module, x):
+        """args, CQL's actor, critic and target critic with drawn weights, the batch and critic_loss's noise."""
+        actor, critic, critic_target = module.Actor(3, 1, x["low"], x["high"]), module.Critic(3, 1), module.Critic(3, 1)
+        for seed, net in enumerate((actor, critic, critic_target), start=40):
+            self.load(net, draw_weights(self.shapes(net), seed))
+        batch, noise = (tuple(self.array(v) for v in x[k]) for k in ("batch", "cql_noise"))
+        return module.Args(), actor, critic, critic_target, batch, noise
 
 
 class MLXSide(Side):
@@ -170,12 +203,13 @@ class MLXSide(Side):
         one = self.mx.array([1.0])
         return (lambda: np.array(one + 1)), (lambda: [np.array(one + 1)])
 
-    def matmul(self, module, x):
-        a, b = self.mx.array(x["a"]), self.mx.array(x["b"])
-        return (lambda: self.mx.eval(a @ b)), (lambda: [np.array(a @ b)])
+    def product(self, fn, *values):
+        """fn of the numpy values, compiled."""
+        args, fn = [self.mx.array(v) for v in values], self.mx.compile(fn)
+        return (lambda: self.mx.eval(fn(*args))), (lambda: [np.array(fn(*args))])
 
     def linear(self, module, x, relu=False):
-        layer = self.nn.Linear(WIDTH, WIDTH)
+        layer = self.nn.Linear(x["a"].shape[1], WIDTH)
         self.load(layer, draw_weights(self.shapes(layer), 1))
         a = self.mx.array(x["a"])
         fn = self.mx.compile((lambda v: self.nn.relu(layer(v))) if relu else layer, inputs=[layer.state])
@@ -183,10 +217,7 @@ class MLXSide(Side):
 
     def matmul_add_relu(self, module, x):
         drawn = draw_weights({"weight": (WIDTH, WIDTH), "bias": (WIDTH,)}, 1)  # the linear blocks' weights
-        w, b = self.mx.array(drawn["weight"]), self.mx.array(drawn["bias"])
-        a = self.mx.array(x["a"])
-        fn = self.mx.compile(lambda v, w, b: self.nn.relu(v @ w.T + b))
-        return (lambda: self.mx.eval(fn(a, w, b))), (lambda: [np.array(fn(a, w, b))])
+        return self.product(lambda v, w, b: self.nn.relu(v @ w.T + b), x["a"], drawn["weight"], drawn["bias"])
 
     def relu_grad(self, module, x):
         a, c = self.mx.array(x["a"]), self.mx.array(x["grad"])
@@ -233,12 +264,27 @@ class MLXSide(Side):
 
         return step, (lambda: [np.array(out["stats"]), np.array(n["qf1"].fc2.weight)])
 
+    def cql_critic(self, module, x):
+        mx = self.mx
+        args, actor, critic, critic_target, data, noise = self.cql(module, x)
+        q_opt, ap_opt = module.Adam(learning_rate=args.q_lr, eps=1e-8), module.Adam(learning_rate=args.q_lr, eps=1e-8)
+        alpha_state, lagrange_state = {"log_alpha": mx.zeros((1,))}, {"log_alpha_prime": mx.ones((1,))}
+        q_opt.init(critic.trainable_parameters())
+        ap_opt.init(lagrange_state)
+        critic_step, out = module.make_critic_step(critic, critic_target, actor, q_opt, alpha_state, lagrange_state, ap_opt, args), {}
+
+        def step():  # as main()'s update_critic phase
+            out["stats"] = critic_step(data, noise)
+            mx.eval(out["stats"], critic.parameters(), q_opt.state, lagrange_state, ap_opt.state)
+
+        return step, (lambda: [np.array(out["stats"]), np.array(critic.qf1.fc2.weight)])
+
     def dqn_act(self, module, x):
         net = module.QNetwork(4, 2)
         self.load(net, draw_weights(self.shapes(net), 2))
         act = module.make_act(net)
         obs = x["obs"]
-        return (lambda: np.array(act(self.mx.array(obs)))), (lambda: [np.array(act(self.mx.array(obs)))])
+        return (lambda: np.array(act(self.mx.array(obs)))), (lambda: [np.array(net(self.mx.array(obs))), np.array(act(self.mx.array(obs)))])
 
 
 class TorchSide(Side):
@@ -267,13 +313,15 @@ class TorchSide(Side):
         one = self.torch.tensor([1.0])
         return (lambda: (one + 1).numpy()), (lambda: [(one + 1).numpy()])
 
-    def matmul(self, module, x):
-        a, b = self.torch.from_numpy(x["a"]), self.torch.from_numpy(x["b"])
-        return (lambda: a @ b), (lambda: [(a @ b).numpy()])
+    def product(self, fn, *values):
+        """fn of the numpy values."""
+        args = [self.torch.from_numpy(v) for v in values]
+        return (lambda: fn(*args)), (lambda: [fn(*args).numpy()])
 
     def linear(self, module, x, relu=False):
         torch = self.torch
-        layer = self.load(torch.nn.Linear(WIDTH, WIDTH), draw_weights(self.shapes(torch.nn.Linear(WIDTH, WIDTH)), 1))
+        layer = torch.nn.Linear(x["a"].shape[1], WIDTH)
+        layer = self.load(layer, draw_weights(self.shapes(layer), 1))
         a = torch.from_numpy(x["a"])
 
         @torch.no_grad()
@@ -283,11 +331,8 @@ class TorchSide(Side):
         return fn, (lambda: [fn().numpy()])
 
     def matmul_add_relu(self, module, x):
-        torch = self.torch
         drawn = draw_weights({"weight": (WIDTH, WIDTH), "bias": (WIDTH,)}, 1)
-        w, b = torch.from_numpy(drawn["weight"]), torch.from_numpy(drawn["bias"])
-        a = torch.from_numpy(x["a"])
-        return (lambda: torch.relu(a @ w.T + b)), (lambda: [torch.relu(a @ w.T + b).numpy()])
+        return self.product(lambda v, w, b: self.torch.relu(v @ w.T + b), x["a"], drawn["weight"], drawn["bias"])
 
     def relu_grad(self, module, x):
         torch = self.torch
@@ -337,13 +382,29 @@ class TorchSide(Side):
 
         return step, (lambda: [np.asarray(out["stats"].detach().numpy()), n["qf1"].fc2.weight.detach().numpy().copy()])
 
+    def cql_critic(self, module, x):
+        torch = self.torch
+        args, actor, critic, critic_target, data, noise = self.cql(module, x)
+        alpha_state = {"log_alpha": torch.zeros(1, requires_grad=True)}
+        lagrange_state = {"log_alpha_prime": torch.ones(1, requires_grad=True)}
+        q_opt = torch.optim.Adam(critic.parameters(), lr=args.q_lr, eps=1e-8)
+        ap_opt = torch.optim.Adam([lagrange_state["log_alpha_prime"]], lr=args.q_lr, eps=1e-8)
+        critic_step, out = module.make_critic_step(critic, critic_target, actor, q_opt, alpha_state, lagrange_state, ap_opt, args), {}
+
+        def step():
+            out["stats"] = critic_step(data, noise)
+
+        return step, (lambda: [out["stats"].detach().numpy().copy(), critic.qf1.fc2.weight.detach().numpy().copy()])
+
     def dqn_act(self, module, x):
         torch = self.torch
         net = module.QNetwork(4, 2)
         self.load(net, draw_weights(self.shapes(net), 2))
         act = module.make_act(net)
         obs = x["obs"]
-        return (lambda: act(torch.as_tensor(obs)).cpu().numpy()), (lambda: [act(torch.as_tensor(obs)).cpu().numpy()])
+        with torch.no_grad():
+            q_values = net(torch.as_tensor(obs)).numpy()
+        return (lambda: act(torch.as_tensor(obs)).cpu().numpy()), (lambda: [q_values, act(torch.as_tensor(obs)).cpu().numpy()])
 
 
 def time_block(step, seconds: float, batches: int = 5) -> float:

@@ -26,12 +26,13 @@ def test_block_computes_the_same_in_both_frameworks(results, block):
     far more: three Adam steps move the critics' weights by ~1.5% of their scale.)"""
     mlx, torch = results["mlx"][block], results["torch"][block]
     assert len(mlx) == len(torch) > 0
+    scales = []
     for ours, ref in zip(mlx, torch):
         ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
         assert ours.shape == ref.shape
-        scale = np.abs(ref).max()
-        assert scale > 0, "an all-zero result compares nothing"
-        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * scale)
+        scales.append(np.abs(ref).max())
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * scales[-1])  # all zeros: exactly equal
+    assert max(scales) > 0, "all-zero results compare nothing"
 
 
 @pytest.mark.parametrize("framework", parts.FRAMEWORKS)
@@ -39,6 +40,16 @@ def test_the_two_ways_of_writing_a_layer_compute_the_same(results, framework):
     """matmul_add_relu is linear_relu written out: same weights, same input, same output."""
     np.testing.assert_allclose(results[framework]["matmul_add_relu"][0], results[framework]["linear_relu"][0],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("framework", parts.FRAMEWORKS)
+def test_the_update_blocks_update(results, framework):
+    """The critic-update blocks step the weights on every call: after one call and after three they
+    differ (a block that never stepped would still agree across the frameworks)."""
+    blocks = ["adam", "td3_critic", "cql_critic"]
+    once = parts.run_worker(framework, blocks, 0, calls_for_results=1)["results"]
+    for block in blocks:
+        assert not np.array_equal(np.asarray(once[block][-1]), np.asarray(results[framework][block][-1])), block
 
 
 def test_blocks_start_from_the_same_weights_not_the_frameworks_own():
