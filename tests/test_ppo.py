@@ -149,13 +149,25 @@ def test_track_offline_writes_wandb_run(framework, tmp_path):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_ctrl_c_leaves_an_incomplete_summary(framework, tmp_path):
-    proc = subprocess.Popen(command("ppo", framework, tmp_path, "--total-timesteps", 10**7),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (run_dirs(tmp_path) and "charts/SPS" in read_scalars(run_dirs(tmp_path)[0])):
-        time.sleep(1)  # until an iteration has been logged
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    summary, scalars = read_run(run_dirs(tmp_path)[0])
+    runs, log = tmp_path / "runs", tmp_path / "output.txt"
+    with open(log, "w") as out:  # a file, not a pipe: nothing the script writes can block it
+        proc = subprocess.Popen(command("ppo", framework, runs, "--total-timesteps", 10**7), stdout=out,
+                                stderr=subprocess.STDOUT, env=os.environ | {"PYTHONFAULTHANDLER": "1"})
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (runs.exists() and run_dirs(runs) and "charts/SPS" in read_scalars(run_dirs(runs)[0])):
+            time.sleep(1)  # until an iteration has been logged
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to the log
+            proc.wait(timeout=30)
+            pytest.fail(f"still running 60 s after Ctrl-C; its output ends:\n{log.read_text()[-6000:]}")
+    finally:  # never leave it running into the next test
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    summary, scalars = read_run(run_dirs(runs)[0])
     assert not summary["complete"] and "KeyboardInterrupt" in summary["error"]
     assert 0 < summary["global_step"] < 10**7 and len(scalars["charts/SPS"]) >= 1
