@@ -147,11 +147,11 @@ def test_track_offline_writes_wandb_run(framework, tmp_path):
     assert list((record.parent / "files" / "runs").glob("*/events.out.tfevents.*"))
 
 
-# Starts the script with Ctrl-C's default action, as a shell does. A process spawned while another
-# thread of its parent is inside glibc's system() inherits SIGINT and SIGQUIT ignored (system() sets
-# both to SIG_IGN for its duration), and Python then never installs KeyboardInterrupt; libmlx calls
-# system() for its JIT compiles. Under the whole suite the scripts started here did inherit that
-# (/proc/<pid>/status SigIgn 0x1001006) in 4 of 7 runs, both twins alike.
+# Starts the script with Ctrl-C's default action, as a shell does. Under the whole suite the scripts
+# started here had SIGINT and SIGQUIT ignored from the start (/proc/<pid>/status SigIgn 0x1001006,
+# both twins, 4 of 6 runs), so Python never installed KeyboardInterrupt. Both ignored is what glibc's
+# system() sets in its caller while it runs, and a process spawned meanwhile inherits it; libmlx,
+# loaded in the test process, calls system(). Which call it was is not known.
 DEFAULT_SIGINT = ["-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
                         "signal.signal(signal.SIGQUIT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable] + sys.argv[1:])"]
 
