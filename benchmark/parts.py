@@ -4,9 +4,10 @@
 one computation a script makes (a matrix product, a layer, an Adam step, TD3's and CQL's critic
 updates, DQN's action), timed in a fresh process per framework that sets itself up as the scripts
 do: it imports the script (its BLAS, its denormal flush), pins its thread with the script's
-`pin_thread` and, for MLX, keeps MLX's buffer cache as `main()` does. The blocks that use a script's networks, losses or
-optimizer call the script's own functions, with the same weights and inputs in both frameworks
-(drawn from one numpy seed), so both compute the same numbers (the tests check it).
+`pin_thread` and, for MLX, keeps MLX's buffer cache as `main()` does. The blocks that use a
+script's networks, losses or optimizer call the script's own functions, with the same weights and
+inputs in both frameworks (drawn from one numpy seed), so both compute the same numbers (the tests
+check it).
 
     python -m benchmark parts                      # every block, 3 interleaved pairs of processes
     python -m benchmark parts --blocks matmul adam --out parts.md
@@ -29,7 +30,8 @@ from .launch import REPO_ROOT, SCRIPT_DIRS, script_path
 FRAMEWORKS = tuple(SCRIPT_DIRS)
 WIDTH, BATCH = 256, 256  # the off-policy scripts' hidden width and batch size
 CQL_ACTIONS = 10  # cql's --cql-n-actions
-CQL_ROWS = BATCH * (1 + 3 * CQL_ACTIONS)  # CQL's critics score each state's data action and 10 random, 10 current and 10 next-state policy actions
+# CQL's critics score each state's data action and CQL_ACTIONS random, current-state and next-state policy actions
+CQL_ROWS = BATCH * (1 + 3 * CQL_ACTIONS)
 
 
 @dataclass(frozen=True)
